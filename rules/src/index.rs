@@ -1,0 +1,191 @@
+//! The candidate index over the path matchers of many routes: a segment trie
+//! for exact paths, prefixes and templates, one `RegexSet` for path regexes,
+//! and a short list of routes without a path matcher. It only narrows down;
+//! the route table picks the lowest-ordered candidate whose other matchers
+//! pass, so first-match-in-file-order holds whatever the index finds.
+//!
+//! matchit is not used here: it returns a single best match per path and
+//! refuses overlapping templates, while first-match order needs every
+//! template that matches.
+
+use std::collections::HashMap;
+
+use regex::RegexSet;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
+
+use crate::matcher::{MatchSpec, PathMatch, TemplateSegment, next_segment, segments};
+
+#[derive(Debug, Default)]
+struct Node {
+    statics: HashMap<Box<str>, Node, Xxh3DefaultBuilder>,
+    param: Option<Box<Node>>,
+    /// Routes whose path ends exactly here.
+    terminal: Vec<u32>,
+    /// Prefix routes ending here: match here and anything below.
+    prefix: Vec<u32>,
+    /// Prefix routes written with a trailing slash: need at least one more segment.
+    prefix_more: Vec<u32>,
+    /// `{*rest}` templates: need a non-empty remainder.
+    catch_all: Vec<u32>,
+}
+
+/// Finds the routes whose path matcher can match a path.
+#[derive(Debug, Default)]
+pub struct PathIndex {
+    root: Node,
+    regexes: Option<RegexSet>,
+    /// Route index of each regex in `regexes`, ascending.
+    regex_routes: Vec<u32>,
+    /// Routes without a path matcher, ascending.
+    pathless: Vec<u32>,
+}
+
+impl PathIndex {
+    /// Indexes the matchers, in order; candidate numbers are their positions.
+    pub fn build<'a>(specs: impl IntoIterator<Item = &'a MatchSpec>) -> Self {
+        let mut index = PathIndex::default();
+        let mut patterns = Vec::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let i = i as u32;
+            match &spec.path {
+                None => index.pathless.push(i),
+                Some(PathMatch::Regex(r)) => {
+                    patterns.push(r.as_str().to_string());
+                    index.regex_routes.push(i);
+                }
+                Some(PathMatch::Exact(p)) => {
+                    let node = index.root.descend_literal(p);
+                    node.terminal.push(i);
+                }
+                Some(PathMatch::Prefix(p)) => {
+                    if p == "/" {
+                        index.root.prefix.push(i);
+                    } else if let Some(trimmed) = p.strip_suffix('/') {
+                        index.root.descend_literal(trimmed).prefix_more.push(i);
+                    } else {
+                        index.root.descend_literal(p).prefix.push(i);
+                    }
+                }
+                Some(PathMatch::Template(t)) => {
+                    let mut node = &mut index.root;
+                    let mut catch_all = false;
+                    for seg in &t.segments {
+                        match seg {
+                            TemplateSegment::Literal(l) => {
+                                node = node.statics.entry(l.as_str().into()).or_default();
+                            }
+                            TemplateSegment::Param(_) => {
+                                node = node.param.get_or_insert_with(Default::default);
+                            }
+                            TemplateSegment::CatchAll(_) => catch_all = true,
+                        }
+                    }
+                    if catch_all {
+                        node.catch_all.push(i);
+                    } else {
+                        node.terminal.push(i);
+                    }
+                }
+            }
+        }
+        if !patterns.is_empty() {
+            // The patterns compiled one by one during validation, so the set does too.
+            index.regexes = RegexSet::new(&patterns).ok();
+        }
+        index
+    }
+
+    /// The lowest candidate `i` for which `pass(i)` holds: path candidates
+    /// from the trie and the regex set, merged in order with path-less routes.
+    #[inline]
+    pub fn first_match(&self, path: &str, mut pass: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mut found: Vec<u32> = Vec::new();
+        if path.starts_with('/') {
+            self.root.collect(segments(path), &mut found);
+            found.sort_unstable();
+        }
+        let best = first_in_merged(&found, &self.pathless, u32::MAX, &mut pass);
+        let first_regex = self.regex_routes.first().copied().unwrap_or(u32::MAX);
+        if best.is_some_and(|b| b < first_regex) {
+            return best;
+        }
+        let set = self.regexes.as_ref()?.matches(path);
+        let limit = best.unwrap_or(u32::MAX);
+        for i in set.iter() {
+            let route = self.regex_routes[i];
+            if route >= limit {
+                break;
+            }
+            if pass(route) {
+                return Some(route);
+            }
+        }
+        best
+    }
+}
+
+/// Walks two ascending lists in merged order, below `limit`.
+#[inline]
+fn first_in_merged(a: &[u32], b: &[u32], limit: u32, pass: &mut impl FnMut(u32) -> bool) -> Option<u32> {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) if x <= y => {
+                i += 1;
+                x
+            }
+            (_, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, None) => return None,
+        };
+        if next >= limit {
+            return None;
+        }
+        if pass(next) {
+            return Some(next);
+        }
+    }
+}
+
+impl Node {
+    fn descend_literal(&mut self, path: &str) -> &mut Node {
+        let mut node = self;
+        let mut rest = segments(path);
+        while let Some(r) = rest {
+            let (seg, after) = next_segment(r);
+            node = node.statics.entry(seg.into()).or_default();
+            rest = after;
+        }
+        node
+    }
+
+    /// Adds every route whose path matcher matches; `rest` is what is left
+    /// of the path after this node (`None`: nothing, `Some("")`: a trailing
+    /// empty segment).
+    fn collect(&self, rest: Option<&str>, out: &mut Vec<u32>) {
+        out.extend_from_slice(&self.prefix);
+        let Some(r) = rest else {
+            out.extend_from_slice(&self.terminal);
+            return;
+        };
+        out.extend_from_slice(&self.prefix_more);
+        if !r.is_empty() {
+            out.extend_from_slice(&self.catch_all);
+        }
+        let (seg, after) = next_segment(r);
+        if let Some(child) = self.statics.get(seg) {
+            child.collect(after, out);
+        }
+        if !seg.is_empty() {
+            if let Some(p) = &self.param {
+                p.collect(after, out);
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The command line: clap definitions and dispatch. Every error is one clear
+//! line on stderr; exit codes are 0 done, 1 refused or invalid, 2 cannot
+//! reach the proxy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config_file;
+
+#[derive(Debug, Parser)]
+#[command(name = "strangler", version, about = "A reverse proxy for strangler-fig migrations")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file: exit 0, or 1 with every problem (file:line: key: message).
+    Check {
+        /// Config file.
+        #[arg(long, short = 'c', default_value = "strangler.toml")]
+        config: PathBuf,
+    },
+    /// Show which route and upstream a request gets, and why.
+    Explain {
+        /// HTTP method, e.g. GET.
+        method: String,
+        /// URL (http://host/path?query) or path (/path?query).
+        url: String,
+        /// Request header, 'name: value'; repeatable.
+        #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
+        headers: Vec<String>,
+        /// Config file.
+        #[arg(long, short = 'c', default_value = "strangler.toml")]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Explain { method, url, headers, config, json } => {
+            crate::explain_cmd::run(&method, &url, &headers, &config, json)
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config_file::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} upstreams, {} routes, {} aggregates)",
+                path.display(),
+                config.upstreams.len(),
+                config.routes.len(),
+                config.aggregates.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let lines = e.lines();
+            for line in &lines {
+                eprintln!("{line}");
+            }
+            if let config_file::LoadError::Invalid(_) = e {
+                let n = lines.len();
+                eprintln!("{}: {n} problem{}", path.display(), if n == 1 { "" } else { "s" });
+            }
+            ExitCode::from(1)
+        }
+    }
+}
