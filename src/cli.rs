@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use crate::config_file;
 
 #[derive(Debug, Parser)]
-#[command(name = "strangler", version, about = "A reverse proxy for strangler-fig migrations")]
+#[command(
+    name = "strangler",
+    version,
+    about = "A reverse proxy for strangler-fig migrations"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -47,9 +51,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Explain { method, url, headers, config, json } => {
-            crate::explain_cmd::run(&method, &url, &headers, &config, json)
-        }
+        Command::Explain {
+            method,
+            url,
+            headers,
+            config,
+            json,
+        } => crate::explain_cmd::run(&method, &url, &headers, &config, json),
     }
 }
 
@@ -72,7 +80,11 @@ fn check(path: &std::path::Path) -> ExitCode {
             }
             if let config_file::LoadError::Invalid(_) = e {
                 let n = lines.len();
-                eprintln!("{}: {n} problem{}", path.display(), if n == 1 { "" } else { "s" });
+                eprintln!(
+                    "{}: {n} problem{}",
+                    path.display(),
+                    if n == 1 { "" } else { "s" }
+                );
             }
             ExitCode::from(1)
         }

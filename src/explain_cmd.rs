@@ -15,7 +15,9 @@ pub fn build_request(method: &str, url: &str, headers: &[String]) -> Result<Simp
     let (authority, target) = match url.split_once("://") {
         Some((scheme, rest)) => {
             if scheme != "http" && scheme != "https" {
-                return Err(format!("invalid url \"{url}\": scheme must be http or https"));
+                return Err(format!(
+                    "invalid url \"{url}\": scheme must be http or https"
+                ));
             }
             match rest.find(['/', '?']) {
                 Some(i) => (Some(&rest[..i]), rest[i..].to_string()),
@@ -23,10 +25,22 @@ pub fn build_request(method: &str, url: &str, headers: &[String]) -> Result<Simp
             }
         }
         None if url.starts_with('/') => (None, url.to_string()),
-        None => return Err(format!("invalid url \"{url}\": give http://host/path or /path")),
+        None => {
+            return Err(format!(
+                "invalid url \"{url}\": give http://host/path or /path"
+            ));
+        }
     };
-    let target = if target.starts_with('?') { format!("/{target}") } else { target };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+    let target = if target.starts_with('?') {
+        format!("/{target}")
+    } else {
+        target
+    };
+    if method.is_empty()
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
         return Err(format!("invalid method \"{method}\""));
     }
     let mut req = SimpleRequest::new(method, &target);

@@ -292,10 +292,10 @@ impl Config {
         };
         let mut v = Validator::default();
         let config = v.config(file_config);
-        if v.problems.is_empty() {
-            if let Some(config) = config {
-                return Ok(config);
-            }
+        if v.problems.is_empty()
+            && let Some(config) = config
+        {
+            return Ok(config);
         }
         let problems = v
             .problems
@@ -397,7 +397,13 @@ impl Validator {
             Some(v) => match parse_duration(v) {
                 Ok(d) => d,
                 Err(reason) => {
-                    self.problem(key, ProblemKind::BadDuration { value: v.to_string(), reason });
+                    self.problem(
+                        key,
+                        ProblemKind::BadDuration {
+                            value: v.to_string(),
+                            reason,
+                        },
+                    );
                     default
                 }
             },
@@ -409,7 +415,12 @@ impl Validator {
         match v.parse() {
             Ok(a) => a,
             Err(_) => {
-                self.problem(key, ProblemKind::BadAddress { value: v.to_string() });
+                self.problem(
+                    key,
+                    ProblemKind::BadAddress {
+                        value: v.to_string(),
+                    },
+                );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
         }
@@ -420,7 +431,13 @@ impl Validator {
             Some(i) => Some(UpstreamId(i as u32)),
             None => {
                 let known = self.upstream_names.join(", ");
-                self.problem(key, ProblemKind::UnknownUpstream { name: name.to_string(), known });
+                self.problem(
+                    key,
+                    ProblemKind::UnknownUpstream {
+                        name: name.to_string(),
+                        known,
+                    },
+                );
                 None
             }
         }
@@ -431,7 +448,12 @@ impl Validator {
         match percent_to_bp(value) {
             Some(bp) => Some(bp),
             None => {
-                self.problem(key, ProblemKind::BadPercent { value: fmt_f64(value) });
+                self.problem(
+                    key,
+                    ProblemKind::BadPercent {
+                        value: fmt_f64(value),
+                    },
+                );
                 None
             }
         }
@@ -444,7 +466,13 @@ impl Validator {
                 let reason = e.to_string();
                 let reason = reason.lines().last().unwrap_or("").trim();
                 let reason = reason.strip_prefix("error: ").unwrap_or(reason).to_string();
-                self.problem(key, ProblemKind::BadRegex { pattern: pattern.to_string(), reason });
+                self.problem(
+                    key,
+                    ProblemKind::BadRegex {
+                        pattern: pattern.to_string(),
+                        reason,
+                    },
+                );
                 None
             }
         }
@@ -454,7 +482,10 @@ impl Validator {
         let mut out = Vec::new();
         for (i, m) in methods.iter().enumerate() {
             if m.is_empty() || !m.bytes().all(is_tchar) {
-                self.problem(format!("{key}[{i}]"), ProblemKind::BadMethod { value: m.clone() });
+                self.problem(
+                    format!("{key}[{i}]"),
+                    ProblemKind::BadMethod { value: m.clone() },
+                );
             } else {
                 let m = m.to_ascii_uppercase();
                 if !out.contains(&m) {
@@ -476,30 +507,57 @@ impl Validator {
                 f.listen.drain_timeout.as_deref(),
                 defaults::DRAIN_TIMEOUT,
             ),
-            tls: f.listen.tls.map(|t| Tls { cert: t.cert, key: t.key }),
+            tls: f.listen.tls.map(|t| Tls {
+                cert: t.cert,
+                key: t.key,
+            }),
         };
         if listen.workers == Some(0) {
-            self.problem("listen.workers", ProblemKind::BadValue {
-                what: "worker count",
-                value: "0".into(),
-                expected: "at least 1".into(),
-            });
+            self.problem(
+                "listen.workers",
+                ProblemKind::BadValue {
+                    what: "worker count",
+                    value: "0".into(),
+                    expected: "at least 1".into(),
+                },
+            );
         }
         if listen.proxy == listen.admin && listen.proxy.port() != 0 {
-            self.problem("listen.admin", ProblemKind::Conflict {
-                reason: format!("admin address {} is the same as the proxy address", listen.admin),
-            });
+            self.problem(
+                "listen.admin",
+                ProblemKind::Conflict {
+                    reason: format!(
+                        "admin address {} is the same as the proxy address",
+                        listen.admin
+                    ),
+                },
+            );
         }
         let admin = Admin {
-            token_env: f.admin.token_env.unwrap_or_else(|| defaults::TOKEN_ENV.to_string()),
+            token_env: f
+                .admin
+                .token_env
+                .unwrap_or_else(|| defaults::TOKEN_ENV.to_string()),
         };
         if admin.token_env.is_empty() {
-            self.problem("admin.token_env", ProblemKind::Missing { what: "environment variable name".into() });
+            self.problem(
+                "admin.token_env",
+                ProblemKind::Missing {
+                    what: "environment variable name".into(),
+                },
+            );
         }
         let store = Store {
-            path: f.store.path.unwrap_or_else(|| defaults::STORE_PATH.to_string()),
+            path: f
+                .store
+                .path
+                .unwrap_or_else(|| defaults::STORE_PATH.to_string()),
             max_diffs: f.store.max_diffs.unwrap_or(defaults::MAX_DIFFS),
-            diff_ttl: self.duration("store.diff_ttl", f.store.diff_ttl.as_deref(), defaults::DIFF_TTL),
+            diff_ttl: self.duration(
+                "store.diff_ttl",
+                f.store.diff_ttl.as_deref(),
+                defaults::DIFF_TTL,
+            ),
             max_body_bytes: f.store.max_body_bytes.unwrap_or(defaults::MAX_BODY_BYTES),
         };
 
@@ -526,17 +584,27 @@ impl Validator {
         };
 
         let shadow = ShadowLimits {
-            timeout: self.duration("shadow.timeout", f.shadow.timeout.as_deref(), defaults::SHADOW_TIMEOUT),
+            timeout: self.duration(
+                "shadow.timeout",
+                f.shadow.timeout.as_deref(),
+                defaults::SHADOW_TIMEOUT,
+            ),
             concurrency: f.shadow.concurrency.unwrap_or(defaults::SHADOW_CONCURRENCY),
             queue: f.shadow.queue.unwrap_or(defaults::SHADOW_QUEUE),
-            max_request_body: f.shadow.max_request_body.unwrap_or(defaults::SHADOW_MAX_REQUEST_BODY),
+            max_request_body: f
+                .shadow
+                .max_request_body
+                .unwrap_or(defaults::SHADOW_MAX_REQUEST_BODY),
         };
         if shadow.concurrency == 0 {
-            self.problem("shadow.concurrency", ProblemKind::BadValue {
-                what: "concurrency",
-                value: "0".into(),
-                expected: "at least 1".into(),
-            });
+            self.problem(
+                "shadow.concurrency",
+                ProblemKind::BadValue {
+                    what: "concurrency",
+                    value: "0".into(),
+                    expected: "at least 1".into(),
+                },
+            );
         }
 
         let default_id = default_upstream.unwrap_or(UpstreamId(0));
@@ -546,11 +614,14 @@ impl Validator {
             let key = format!("routes[{i}]");
             if let Some(first) = seen.get(&r.name) {
                 let first_line = first.clone();
-                self.problem(format!("{key}.name"), ProblemKind::DuplicateName {
-                    what: "route",
-                    name: r.name.clone(),
-                    first_line,
-                });
+                self.problem(
+                    format!("{key}.name"),
+                    ProblemKind::DuplicateName {
+                        what: "route",
+                        name: r.name.clone(),
+                        first_line,
+                    },
+                );
             } else {
                 seen.insert(r.name.clone(), format!("routes[{i}].name"));
             }
@@ -565,11 +636,14 @@ impl Validator {
             let key = format!("aggregates[{i}]");
             if let Some(first) = seen_agg.get(&a.name) {
                 let first_line = first.clone();
-                self.problem(format!("{key}.name"), ProblemKind::DuplicateName {
-                    what: "aggregate",
-                    name: a.name.clone(),
-                    first_line,
-                });
+                self.problem(
+                    format!("{key}.name"),
+                    ProblemKind::DuplicateName {
+                        what: "aggregate",
+                        name: a.name.clone(),
+                        first_line,
+                    },
+                );
             } else {
                 seen_agg.insert(a.name.clone(), format!("aggregates[{i}].name"));
             }
@@ -578,15 +652,21 @@ impl Validator {
             }
         }
 
-        let notify = Notify { webhook: f.notify.webhook };
-        if let Some(w) = &notify.webhook {
-            if !(w.starts_with("http://") || w.starts_with("https://")) || w.parse::<http::Uri>().is_err() {
-                self.problem("notify.webhook", ProblemKind::BadValue {
+        let notify = Notify {
+            webhook: f.notify.webhook,
+        };
+        if let Some(w) = &notify.webhook
+            && (!(w.starts_with("http://") || w.starts_with("https://"))
+                || w.parse::<http::Uri>().is_err())
+        {
+            self.problem(
+                "notify.webhook",
+                ProblemKind::BadValue {
                     what: "webhook url",
                     value: w.clone(),
                     expected: "an http:// or https:// URL".into(),
-                });
-            }
+                },
+            );
         }
 
         Some(Config {
@@ -611,10 +691,13 @@ impl Validator {
         for (i, url) in u.urls.iter().enumerate() {
             match check_url(url) {
                 Ok(uri) => urls.push(uri),
-                Err(reason) => self.problem(format!("{key}.urls[{i}]"), ProblemKind::BadUrl {
-                    url: url.clone(),
-                    reason,
-                }),
+                Err(reason) => self.problem(
+                    format!("{key}.urls[{i}]"),
+                    ProblemKind::BadUrl {
+                        url: url.clone(),
+                        reason,
+                    },
+                ),
             }
         }
         let balance = match u.balance.as_deref() {
@@ -622,31 +705,57 @@ impl Validator {
             Some("least_requests") => Balance::LeastRequests,
             Some("random") => Balance::Random,
             Some(other) => {
-                self.problem(format!("{key}.balance"), ProblemKind::BadValue {
-                    what: "balance",
-                    value: other.to_string(),
-                    expected: "round_robin, least_requests or random".into(),
-                });
+                self.problem(
+                    format!("{key}.balance"),
+                    ProblemKind::BadValue {
+                        what: "balance",
+                        value: other.to_string(),
+                        expected: "round_robin, least_requests or random".into(),
+                    },
+                );
                 Balance::RoundRobin
             }
         };
         let health = u.health.map(|h| {
             if !h.path.starts_with('/') {
-                self.problem(format!("{key}.health.path"), ProblemKind::BadPath {
-                    reason: format!("health check path \"{}\" must start with /", h.path),
-                });
+                self.problem(
+                    format!("{key}.health.path"),
+                    ProblemKind::BadPath {
+                        reason: format!("health check path \"{}\" must start with /", h.path),
+                    },
+                );
             }
             HealthCheck {
-                interval: self.duration(&format!("{key}.health.interval"), h.interval.as_deref(), defaults::HEALTH_INTERVAL),
-                timeout: self.duration(&format!("{key}.health.timeout"), h.timeout.as_deref(), defaults::HEALTH_TIMEOUT),
+                interval: self.duration(
+                    &format!("{key}.health.interval"),
+                    h.interval.as_deref(),
+                    defaults::HEALTH_INTERVAL,
+                ),
+                timeout: self.duration(
+                    &format!("{key}.health.timeout"),
+                    h.timeout.as_deref(),
+                    defaults::HEALTH_TIMEOUT,
+                ),
                 path: h.path,
             }
         });
         Upstream {
-            connect_timeout: self.duration(&format!("{key}.connect_timeout"), u.connect_timeout.as_deref(), defaults::CONNECT_TIMEOUT),
-            timeout: self.duration(&format!("{key}.timeout"), u.timeout.as_deref(), defaults::UPSTREAM_TIMEOUT),
+            connect_timeout: self.duration(
+                &format!("{key}.connect_timeout"),
+                u.connect_timeout.as_deref(),
+                defaults::CONNECT_TIMEOUT,
+            ),
+            timeout: self.duration(
+                &format!("{key}.timeout"),
+                u.timeout.as_deref(),
+                defaults::UPSTREAM_TIMEOUT,
+            ),
             eject_after: u.eject_after.unwrap_or(defaults::EJECT_AFTER),
-            eject_for: self.duration(&format!("{key}.eject_for"), u.eject_for.as_deref(), defaults::EJECT_FOR),
+            eject_for: self.duration(
+                &format!("{key}.eject_for"),
+                u.eject_for.as_deref(),
+                defaults::EJECT_FOR,
+            ),
             name,
             urls,
             balance,
@@ -668,53 +777,80 @@ impl Validator {
         .map(|(n, _)| *n)
         .collect();
         if given.len() > 1 {
-            self.problem(format!("{key}.{}", given[1]), ProblemKind::Conflict {
-                reason: format!("only one path matcher per route, found {}", given.join(" and ")),
-            });
+            self.problem(
+                format!("{key}.{}", given[1]),
+                ProblemKind::Conflict {
+                    reason: format!(
+                        "only one path matcher per route, found {}",
+                        given.join(" and ")
+                    ),
+                },
+            );
         }
         if let Some(p) = m.path {
             if p.starts_with('/') {
                 path = Some(PathMatch::Exact(p));
             } else {
-                self.problem(format!("{key}.path"), ProblemKind::BadPath {
-                    reason: format!("path \"{p}\" must start with /"),
-                });
+                self.problem(
+                    format!("{key}.path"),
+                    ProblemKind::BadPath {
+                        reason: format!("path \"{p}\" must start with /"),
+                    },
+                );
             }
         } else if let Some(p) = m.path_prefix {
             if p.starts_with('/') {
                 path = Some(PathMatch::Prefix(p));
             } else {
-                self.problem(format!("{key}.path_prefix"), ProblemKind::BadPath {
-                    reason: format!("path prefix \"{p}\" must start with /"),
-                });
+                self.problem(
+                    format!("{key}.path_prefix"),
+                    ProblemKind::BadPath {
+                        reason: format!("path prefix \"{p}\" must start with /"),
+                    },
+                );
             }
         } else if let Some(t) = m.path_template {
             match PathTemplate::parse(&t) {
                 Ok(t) => path = Some(PathMatch::Template(t)),
-                Err(reason) => self.problem(format!("{key}.path_template"), ProblemKind::BadPath { reason }),
+                Err(reason) => self.problem(
+                    format!("{key}.path_template"),
+                    ProblemKind::BadPath { reason },
+                ),
             }
         } else if let Some(r) = m.path_regex {
-            path = self.regex(&format!("{key}.path_regex"), &r).map(PathMatch::Regex);
+            path = self
+                .regex(&format!("{key}.path_regex"), &r)
+                .map(PathMatch::Regex);
         }
-        let methods = self.methods(&format!("{key}.methods"), m.methods.as_deref().unwrap_or(&[]));
+        let methods = self.methods(
+            &format!("{key}.methods"),
+            m.methods.as_deref().unwrap_or(&[]),
+        );
         let host = m.host.and_then(|h| {
             let lower = h.to_ascii_lowercase();
             if let Some(suffix) = lower.strip_prefix("*.") {
                 if suffix.is_empty() {
-                    self.problem(format!("{key}.host"), ProblemKind::BadValue {
-                        what: "host",
-                        value: h.clone(),
-                        expected: "a host name such as shop.example.com or *.example.com".into(),
-                    });
+                    self.problem(
+                        format!("{key}.host"),
+                        ProblemKind::BadValue {
+                            what: "host",
+                            value: h.clone(),
+                            expected: "a host name such as shop.example.com or *.example.com"
+                                .into(),
+                        },
+                    );
                     return None;
                 }
                 Some(HostMatch::Suffix(format!(".{suffix}")))
             } else if lower.is_empty() || lower.contains(['/', ' ', '*']) {
-                self.problem(format!("{key}.host"), ProblemKind::BadValue {
-                    what: "host",
-                    value: h.clone(),
-                    expected: "a host name such as shop.example.com or *.example.com".into(),
-                });
+                self.problem(
+                    format!("{key}.host"),
+                    ProblemKind::BadValue {
+                        what: "host",
+                        value: h.clone(),
+                        expected: "a host name such as shop.example.com or *.example.com".into(),
+                    },
+                );
                 None
             } else {
                 Some(HostMatch::Exact(lower))
@@ -723,10 +859,22 @@ impl Validator {
         let headers = self.values(&format!("{key}.headers"), m.headers, true);
         let query = self.values(&format!("{key}.query"), m.query, false);
         let cookies = self.values(&format!("{key}.cookies"), m.cookies, false);
-        MatchSpec { path, methods, host, headers, query, cookies }
+        MatchSpec {
+            path,
+            methods,
+            host,
+            headers,
+            query,
+            cookies,
+        }
     }
 
-    fn values(&mut self, key: &str, map: BTreeMap<String, String>, lowercase: bool) -> Vec<(String, ValueMatch)> {
+    fn values(
+        &mut self,
+        key: &str,
+        map: BTreeMap<String, String>,
+        lowercase: bool,
+    ) -> Vec<(String, ValueMatch)> {
         let mut out = Vec::new();
         for (name, value) in map {
             let k = format!("{key}.{}", name);
@@ -740,7 +888,11 @@ impl Validator {
             } else {
                 ValueMatch::Exact(value)
             };
-            let name = if lowercase { name.to_ascii_lowercase() } else { name };
+            let name = if lowercase {
+                name.to_ascii_lowercase()
+            } else {
+                name
+            };
             out.push((name, vm));
         }
         out
@@ -750,9 +902,12 @@ impl Validator {
         let matcher = self.matcher(key, r.matcher);
         let split = match (&r.split, &r.upstream) {
             (Some(_), Some(_)) => {
-                self.problem(format!("{key}.upstream"), ProblemKind::Conflict {
-                    reason: "give either split or upstream, not both".into(),
-                });
+                self.problem(
+                    format!("{key}.upstream"),
+                    ProblemKind::Conflict {
+                        reason: "give either split or upstream, not both".into(),
+                    },
+                );
                 None
             }
             (Some(weights), None) => self.split(&format!("{key}.split"), weights, default),
@@ -764,51 +919,78 @@ impl Validator {
         let sticky = r.sticky.as_deref().and_then(|s| match StickyKey::parse(s) {
             Some(k) => Some(k),
             None => {
-                self.problem(format!("{key}.sticky"), ProblemKind::BadValue {
-                    what: "sticky key",
-                    value: s.to_string(),
-                    expected: "header:NAME, cookie:NAME or claim:NAME".into(),
-                });
+                self.problem(
+                    format!("{key}.sticky"),
+                    ProblemKind::BadValue {
+                        what: "sticky key",
+                        value: s.to_string(),
+                        expected: "header:NAME, cookie:NAME or claim:NAME".into(),
+                    },
+                );
                 None
             }
         });
         let sticky_salt = r.sticky_salt.clone().unwrap_or_else(|| r.name.clone());
-        let shadow = r.shadow.and_then(|s| self.shadow(&format!("{key}.shadow"), s));
+        let shadow = r
+            .shadow
+            .and_then(|s| self.shadow(&format!("{key}.shadow"), s));
         let compare = self.compare(&format!("{key}.compare"), r.compare);
-        let timeout = r.timeout.as_deref().map(|t| self.duration(&format!("{key}.timeout"), Some(t), Duration::ZERO));
-        let idle_timeout = self.duration(&format!("{key}.idle_timeout"), r.idle_timeout.as_deref(), defaults::IDLE_TIMEOUT);
-        let auth = r.auth.jwt.and_then(|j| self.jwt(&format!("{key}.auth.jwt"), j));
+        let timeout = r
+            .timeout
+            .as_deref()
+            .map(|t| self.duration(&format!("{key}.timeout"), Some(t), Duration::ZERO));
+        let idle_timeout = self.duration(
+            &format!("{key}.idle_timeout"),
+            r.idle_timeout.as_deref(),
+            defaults::IDLE_TIMEOUT,
+        );
+        let auth = r
+            .auth
+            .jwt
+            .and_then(|j| self.jwt(&format!("{key}.auth.jwt"), j));
         let mut forward_claims = Vec::new();
         for (claim, header) in r.auth.forward_claims {
             if header.is_empty() || !header.bytes().all(is_tchar) {
-                self.problem(format!("{key}.auth.forward_claims.{}", claim), ProblemKind::BadValue {
-                    what: "header name",
-                    value: header.clone(),
-                    expected: "an HTTP header name such as x-user-id".into(),
-                });
+                self.problem(
+                    format!("{key}.auth.forward_claims.{}", claim),
+                    ProblemKind::BadValue {
+                        what: "header name",
+                        value: header.clone(),
+                        expected: "an HTTP header name such as x-user-id".into(),
+                    },
+                );
             }
             forward_claims.push((claim, header.to_ascii_lowercase()));
         }
         if !forward_claims.is_empty() && auth.is_none() {
-            self.problem(format!("{key}.auth.forward_claims"), ProblemKind::Conflict {
-                reason: "forward_claims needs auth.jwt to verify the claims first".into(),
-            });
+            self.problem(
+                format!("{key}.auth.forward_claims"),
+                ProblemKind::Conflict {
+                    reason: "forward_claims needs auth.jwt to verify the claims first".into(),
+                },
+            );
         }
-        if let Some(StickyKey::Claim(c)) = &sticky {
-            if auth.is_none() {
-                self.problem(format!("{key}.sticky"), ProblemKind::Conflict {
+        if let Some(StickyKey::Claim(c)) = &sticky
+            && auth.is_none()
+        {
+            self.problem(
+                format!("{key}.sticky"),
+                ProblemKind::Conflict {
                     reason: format!("sticky key claim:{c} needs auth.jwt on this route"),
-                });
-            }
+                },
+            );
         }
         let rate_limit = r.rate_limit.and_then(|rl| {
             let k = format!("{key}.rate_limit");
             if !(rl.per_second > 0.0 && rl.per_second.is_finite()) {
-                self.problem(format!("{k}.per_second"), ProblemKind::BadValue {
-                    what: "rate",
-                    value: fmt_f64(rl.per_second),
-                    expected: "a number of requests per second above 0".into(),
-                });
+                self.problem(
+                    format!("{k}.per_second"),
+                    ProblemKind::BadValue {
+                        what: "rate",
+                        value: fmt_f64(rl.per_second),
+                        expected: "a number of requests per second above 0".into(),
+                    },
+                );
                 return None;
             }
             let rk = match rl.key.as_deref() {
@@ -817,31 +999,46 @@ impl Validator {
                     Some(("header", n)) if !n.is_empty() => RateKey::Header(n.to_ascii_lowercase()),
                     Some(("claim", n)) if !n.is_empty() => RateKey::Claim(n.to_string()),
                     _ => {
-                        self.problem(format!("{k}.key"), ProblemKind::BadValue {
-                            what: "rate limit key",
-                            value: s.to_string(),
-                            expected: "ip, header:NAME or claim:NAME".into(),
-                        });
+                        self.problem(
+                            format!("{k}.key"),
+                            ProblemKind::BadValue {
+                                what: "rate limit key",
+                                value: s.to_string(),
+                                expected: "ip, header:NAME or claim:NAME".into(),
+                            },
+                        );
                         return None;
                     }
                 },
             };
-            if let RateKey::Claim(c) = &rk {
-                if auth.is_none() {
-                    self.problem(format!("{k}.key"), ProblemKind::Conflict {
+            if let RateKey::Claim(c) = &rk
+                && auth.is_none()
+            {
+                self.problem(
+                    format!("{k}.key"),
+                    ProblemKind::Conflict {
                         reason: format!("rate limit key claim:{c} needs auth.jwt on this route"),
-                    });
-                }
+                    },
+                );
             }
-            let burst = rl.burst.unwrap_or_else(|| rl.per_second.ceil().max(1.0) as u32);
+            let burst = rl
+                .burst
+                .unwrap_or_else(|| rl.per_second.ceil().max(1.0) as u32);
             if burst == 0 {
-                self.problem(format!("{k}.burst"), ProblemKind::BadValue {
-                    what: "burst",
-                    value: "0".into(),
-                    expected: "at least 1".into(),
-                });
+                self.problem(
+                    format!("{k}.burst"),
+                    ProblemKind::BadValue {
+                        what: "burst",
+                        value: "0".into(),
+                        expected: "at least 1".into(),
+                    },
+                );
             }
-            Some(RateLimitSpec { per_second: rl.per_second, burst, key: rk })
+            Some(RateLimitSpec {
+                per_second: rl.per_second,
+                burst,
+                key: rk,
+            })
         });
         let cache = r.cache.map(|c| CacheSpec {
             ttl: self.duration(&format!("{key}.cache.ttl"), Some(&c.ttl), Duration::ZERO),
@@ -849,15 +1046,20 @@ impl Validator {
             max_bytes: c.max_bytes.unwrap_or(defaults::CACHE_MAX_BYTES),
         });
         let split = split?;
-        let ramp = r.ramp.and_then(|rf| self.ramp(&format!("{key}.ramp"), rf, &split, default));
-        if let Some(h) = &r.host_rewrite {
-            if h.is_empty() || h.contains(['/', ' ']) {
-                self.problem(format!("{key}.host_rewrite"), ProblemKind::BadValue {
+        let ramp = r
+            .ramp
+            .and_then(|rf| self.ramp(&format!("{key}.ramp"), rf, &split, default));
+        if let Some(h) = &r.host_rewrite
+            && (h.is_empty() || h.contains(['/', ' ']))
+        {
+            self.problem(
+                format!("{key}.host_rewrite"),
+                ProblemKind::BadValue {
                     what: "host",
                     value: h.clone(),
                     expected: "a host name, optionally with :port".into(),
-                });
-            }
+                },
+            );
         }
         Some(Route {
             sticky_seed: salt_seed(&sticky_salt),
@@ -882,7 +1084,12 @@ impl Validator {
         })
     }
 
-    fn split(&mut self, key: &str, weights: &BTreeMap<String, f64>, default: UpstreamId) -> Option<Split> {
+    fn split(
+        &mut self,
+        key: &str,
+        weights: &BTreeMap<String, f64>,
+        default: UpstreamId,
+    ) -> Option<Split> {
         let mut ok = true;
         let mut out = Vec::new();
         let mut sum: f64 = 0.0;
@@ -897,7 +1104,12 @@ impl Validator {
             }
         }
         if weights.is_empty() {
-            self.problem(key, ProblemKind::Missing { what: "weights: give at least one upstream".into() });
+            self.problem(
+                key,
+                ProblemKind::Missing {
+                    what: "weights: give at least one upstream".into(),
+                },
+            );
             return None;
         }
         let total: u32 = out.iter().map(|&(_, bp)| u32::from(bp)).sum();
@@ -917,25 +1129,40 @@ impl Validator {
         let allow_writes = s.allow_writes.unwrap_or(false);
         let methods = match &s.methods {
             Some(m) => self.methods(&format!("{key}.methods"), m),
-            None => defaults::SHADOW_METHODS.iter().map(|m| m.to_string()).collect(),
+            None => defaults::SHADOW_METHODS
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
         };
         if !allow_writes {
             for (i, m) in methods.iter().enumerate() {
                 if !SAFE_METHODS.contains(&m.as_str()) {
-                    self.problem(format!("{key}.methods[{i}]"), ProblemKind::ShadowWrites { method: m.clone() });
+                    self.problem(
+                        format!("{key}.methods[{i}]"),
+                        ProblemKind::ShadowWrites { method: m.clone() },
+                    );
                 }
             }
         }
-        Some(ShadowSpec { upstream: upstream?, percent_bp: percent_bp?, methods, allow_writes })
+        Some(ShadowSpec {
+            upstream: upstream?,
+            percent_bp: percent_bp?,
+            methods,
+            allow_writes,
+        })
     }
 
     fn pointer(&mut self, key: &str, p: &str) {
         if !(p.is_empty() || p.starts_with('/')) {
-            self.problem(key, ProblemKind::BadValue {
-                what: "JSON Pointer",
-                value: p.to_string(),
-                expected: "a pointer starting with /, e.g. /meta/request_id or /items/*/id".into(),
-            });
+            self.problem(
+                key,
+                ProblemKind::BadValue {
+                    what: "JSON Pointer",
+                    value: p.to_string(),
+                    expected: "a pointer starting with /, e.g. /meta/request_id or /items/*/id"
+                        .into(),
+                },
+            );
         }
     }
 
@@ -949,11 +1176,14 @@ impl Validator {
         for (i, p) in c.redact.iter().enumerate() {
             // A redact entry is a JSON Pointer (starts with /) or a header name.
             if !p.starts_with('/') && (p.is_empty() || !p.bytes().all(is_tchar)) {
-                self.problem(format!("{key}.redact[{i}]"), ProblemKind::BadValue {
-                    what: "redact entry",
-                    value: p.clone(),
-                    expected: "a header name or a JSON Pointer starting with /".into(),
-                });
+                self.problem(
+                    format!("{key}.redact[{i}]"),
+                    ProblemKind::BadValue {
+                        what: "redact entry",
+                        value: p.clone(),
+                        expected: "a header name or a JSON Pointer starting with /".into(),
+                    },
+                );
             }
         }
         let mut normalize = Vec::new();
@@ -961,11 +1191,14 @@ impl Validator {
             match n.as_str() {
                 "timestamps" => normalize.push(Normalizer::Timestamps),
                 "uuids" => normalize.push(Normalizer::Uuids),
-                other => self.problem(format!("{key}.normalize[{i}]"), ProblemKind::BadValue {
-                    what: "normalizer",
-                    value: other.to_string(),
-                    expected: "timestamps or uuids".into(),
-                }),
+                other => self.problem(
+                    format!("{key}.normalize[{i}]"),
+                    ProblemKind::BadValue {
+                        what: "normalizer",
+                        value: other.to_string(),
+                        expected: "timestamps or uuids".into(),
+                    },
+                ),
             }
         }
         let noise_check = c.noise_check.and_then(|n| {
@@ -975,7 +1208,10 @@ impl Validator {
             let absolute = n.absolute.unwrap_or(defaults::NOISE_ABSOLUTE);
             for (name, v) in [("relative", relative), ("absolute", absolute)] {
                 if !(0.0..=100.0).contains(&v) {
-                    self.problem(format!("{k}.{name}"), ProblemKind::BadPercent { value: fmt_f64(v) });
+                    self.problem(
+                        format!("{k}.{name}"),
+                        ProblemKind::BadPercent { value: fmt_f64(v) },
+                    );
                 }
             }
             Some(NoiseCheck {
@@ -1000,7 +1236,10 @@ impl Validator {
     fn jwt(&mut self, key: &str, j: JwtFile) -> Option<AuthSpec> {
         let sources: Vec<(&str, JwtKey)> = [
             ("secret_env", j.secret_env.clone().map(JwtKey::SecretEnv)),
-            ("public_key_pem", j.public_key_pem.clone().map(JwtKey::PublicKeyPem)),
+            (
+                "public_key_pem",
+                j.public_key_pem.clone().map(JwtKey::PublicKeyPem),
+            ),
             ("jwks_file", j.jwks_file.clone().map(JwtKey::JwksFile)),
             ("jwks_url", j.jwks_url.clone().map(JwtKey::JwksUrl)),
         ]
@@ -1008,9 +1247,12 @@ impl Validator {
         .filter_map(|(n, k)| k.map(|k| (n, k)))
         .collect();
         if j.algorithms.is_empty() {
-            self.problem(format!("{key}.algorithms"), ProblemKind::Missing {
-                what: "algorithms: list the accepted algorithms, e.g. [\"RS256\"]".into(),
-            });
+            self.problem(
+                format!("{key}.algorithms"),
+                ProblemKind::Missing {
+                    what: "algorithms: list the accepted algorithms, e.g. [\"RS256\"]".into(),
+                },
+            );
         }
         let mut hmac = false;
         let mut asym = false;
@@ -1020,11 +1262,18 @@ impl Validator {
             } else if ASYM_ALGS.contains(&a.as_str()) {
                 asym = true;
             } else {
-                self.problem(format!("{key}.algorithms[{i}]"), ProblemKind::BadValue {
-                    what: "algorithm",
-                    value: a.clone(),
-                    expected: format!("one of {}, {}", HMAC_ALGS.join(", "), ASYM_ALGS.join(", ")),
-                });
+                self.problem(
+                    format!("{key}.algorithms[{i}]"),
+                    ProblemKind::BadValue {
+                        what: "algorithm",
+                        value: a.clone(),
+                        expected: format!(
+                            "one of {}, {}",
+                            HMAC_ALGS.join(", "),
+                            ASYM_ALGS.join(", ")
+                        ),
+                    },
+                );
             }
         }
         if hmac && asym {
@@ -1034,35 +1283,58 @@ impl Validator {
         }
         let key_source = match sources.len() {
             0 => {
-                self.problem(key, ProblemKind::Missing {
-                    what: "key: give one of secret_env, public_key_pem, jwks_file or jwks_url".into(),
-                });
+                self.problem(
+                    key,
+                    ProblemKind::Missing {
+                        what: "key: give one of secret_env, public_key_pem, jwks_file or jwks_url"
+                            .into(),
+                    },
+                );
                 None
             }
             1 => sources.into_iter().next().map(|(_, k)| k),
             _ => {
                 let names: Vec<&str> = sources.iter().map(|(n, _)| *n).collect();
-                self.problem(format!("{key}.{}", names[1]), ProblemKind::Conflict {
-                    reason: format!("give one key source, found {}", names.join(" and ")),
-                });
+                self.problem(
+                    format!("{key}.{}", names[1]),
+                    ProblemKind::Conflict {
+                        reason: format!("give one key source, found {}", names.join(" and ")),
+                    },
+                );
                 None
             }
         };
-        if let Some(k) = &key_source {
+        if let Some(k) = key_source.as_ref().filter(|_| !(hmac && asym)) {
             let is_secret = matches!(k, JwtKey::SecretEnv(_));
             if is_secret && asym {
-                self.problem(format!("{key}.algorithms"), ProblemKind::Conflict {
-                    reason: "secret_env is an HMAC secret; it needs HS256, HS384 or HS512".into(),
-                });
+                self.problem(
+                    format!("{key}.algorithms"),
+                    ProblemKind::Conflict {
+                        reason: "secret_env is an HMAC secret; it needs HS256, HS384 or HS512"
+                            .into(),
+                    },
+                );
             }
             if !is_secret && hmac {
-                self.problem(format!("{key}.algorithms"), ProblemKind::Conflict {
-                    reason: "public keys need RS*, PS*, ES* or EdDSA algorithms, not HS*".into(),
-                });
+                self.problem(
+                    format!("{key}.algorithms"),
+                    ProblemKind::Conflict {
+                        reason: "public keys need RS*, PS*, ES* or EdDSA algorithms, not HS*"
+                            .into(),
+                    },
+                );
             }
         }
-        let leeway = self.duration(&format!("{key}.leeway"), j.leeway.as_deref(), defaults::JWT_LEEWAY);
-        let jwks_cooldown = self.duration(&format!("{key}.jwks_cooldown"), j.jwks_cooldown.as_deref(), defaults::JWKS_COOLDOWN);
+        let leeway = self.duration(
+            &format!("{key}.leeway"),
+            j.leeway.as_deref(),
+            defaults::JWT_LEEWAY,
+        );
+        let jwks_cooldown = self.duration(
+            &format!("{key}.jwks_cooldown"),
+            j.jwks_cooldown.as_deref(),
+            defaults::JWKS_COOLDOWN,
+        );
         Some(AuthSpec {
             issuer: j.issuer,
             audience: j.audience.map(OneOrMany::into_vec).unwrap_or_default(),
@@ -1073,7 +1345,13 @@ impl Validator {
         })
     }
 
-    fn ramp(&mut self, key: &str, r: RampFile, split: &Split, default: UpstreamId) -> Option<RampSpec> {
+    fn ramp(
+        &mut self,
+        key: &str,
+        r: RampFile,
+        split: &Split,
+        default: UpstreamId,
+    ) -> Option<RampSpec> {
         let to = match &r.to {
             Some(name) => {
                 let id = self.upstream_ref(&format!("{key}.to"), name)?;
@@ -1086,12 +1364,20 @@ impl Validator {
                 id
             }
             None => {
-                let others: Vec<UpstreamId> = split.weights().map(|(id, _)| id).filter(|&id| id != default).collect();
+                let others: Vec<UpstreamId> = split
+                    .weights()
+                    .map(|(id, _)| id)
+                    .filter(|&id| id != default)
+                    .collect();
                 if others.len() != 1 {
                     let reason = if others.is_empty() {
-                        "ramp needs `to`: the route's split has no upstream besides the default".to_string()
+                        "ramp needs `to`: the route's split has no upstream besides the default"
+                            .to_string()
                     } else {
-                        format!("ramp needs `to`: the route's split has {} upstreams besides the default", others.len())
+                        format!(
+                            "ramp needs `to`: the route's split has {} upstreams besides the default",
+                            others.len()
+                        )
                     };
                     self.problem(format!("{key}.to"), ProblemKind::ShiftTarget { reason });
                     return None;
@@ -1103,27 +1389,38 @@ impl Validator {
         for (i, &s) in r.steps.iter().enumerate() {
             if let Some(bp) = self.percent(&format!("{key}.steps[{i}]"), s) {
                 if steps_bp.last().is_some_and(|&last| bp <= last) {
-                    self.problem(format!("{key}.steps[{i}]"), ProblemKind::BadValue {
-                        what: "ramp step",
-                        value: fmt_bp(bp),
-                        expected: "steps in increasing order".into(),
-                    });
+                    self.problem(
+                        format!("{key}.steps[{i}]"),
+                        ProblemKind::BadValue {
+                            what: "ramp step",
+                            value: fmt_bp(bp),
+                            expected: "steps in increasing order".into(),
+                        },
+                    );
                 }
                 steps_bp.push(bp);
             }
         }
         if r.steps.is_empty() {
-            self.problem(format!("{key}.steps"), ProblemKind::Missing { what: "steps, e.g. [1, 5, 25, 50, 100]".into() });
+            self.problem(
+                format!("{key}.steps"),
+                ProblemKind::Missing {
+                    what: "steps, e.g. [1, 5, 25, 50, 100]".into(),
+                },
+            );
         }
         let on_fail = match r.on_fail.as_deref() {
             None | Some("rollback") => OnFail::Rollback,
             Some("pause") => OnFail::Pause,
             Some(other) => {
-                self.problem(format!("{key}.on_fail"), ProblemKind::BadValue {
-                    what: "on_fail",
-                    value: other.to_string(),
-                    expected: "rollback or pause".into(),
-                });
+                self.problem(
+                    format!("{key}.on_fail"),
+                    ProblemKind::BadValue {
+                        what: "on_fail",
+                        value: other.to_string(),
+                        expected: "rollback or pause".into(),
+                    },
+                );
                 OnFail::Rollback
             }
         };
@@ -1132,35 +1429,50 @@ impl Validator {
             ("max_mismatch_rate", r.max_mismatch_rate),
         ];
         for (name, v) in rates {
-            if let Some(v) = v {
-                if !(0.0..=1.0).contains(&v) {
-                    self.problem(format!("{key}.{name}"), ProblemKind::BadValue {
+            if let Some(v) = v
+                && !(0.0..=1.0).contains(&v)
+            {
+                self.problem(
+                    format!("{key}.{name}"),
+                    ProblemKind::BadValue {
                         what: "rate",
                         value: fmt_f64(v),
                         expected: "a fraction between 0 and 1, e.g. 0.01 for 1%".into(),
-                    });
-                }
+                    },
+                );
             }
         }
-        for (name, v) in [("max_error_ratio", r.max_error_ratio), ("max_p99_ratio", r.max_p99_ratio)] {
-            if let Some(v) = v {
-                if !(v > 0.0 && v.is_finite()) {
-                    self.problem(format!("{key}.{name}"), ProblemKind::BadValue {
+        for (name, v) in [
+            ("max_error_ratio", r.max_error_ratio),
+            ("max_p99_ratio", r.max_p99_ratio),
+        ] {
+            if let Some(v) = v
+                && !(v > 0.0 && v.is_finite())
+            {
+                self.problem(
+                    format!("{key}.{name}"),
+                    ProblemKind::BadValue {
                         what: "ratio",
                         value: fmt_f64(v),
                         expected: "a number above 0".into(),
-                    });
-                }
+                    },
+                );
             }
         }
         Some(RampSpec {
             to,
             steps_bp,
-            every: self.duration(&format!("{key}.every"), r.every.as_deref(), defaults::RAMP_EVERY),
+            every: self.duration(
+                &format!("{key}.every"),
+                r.every.as_deref(),
+                defaults::RAMP_EVERY,
+            ),
             max_error_rate: r.max_error_rate.unwrap_or(defaults::RAMP_MAX_ERROR_RATE),
             max_error_ratio: r.max_error_ratio.unwrap_or(defaults::RAMP_MAX_ERROR_RATIO),
             max_p99_ratio: r.max_p99_ratio.unwrap_or(defaults::RAMP_MAX_P99_RATIO),
-            max_mismatch_rate: r.max_mismatch_rate.unwrap_or(defaults::RAMP_MAX_MISMATCH_RATE),
+            max_mismatch_rate: r
+                .max_mismatch_rate
+                .unwrap_or(defaults::RAMP_MAX_MISMATCH_RATE),
             min_requests: r.min_requests.unwrap_or(defaults::RAMP_MIN_REQUESTS),
             on_fail,
         })
@@ -1173,15 +1485,23 @@ impl Validator {
             _ => Vec::new(),
         };
         if a.parts.is_empty() {
-            self.problem(format!("{key}.parts"), ProblemKind::Missing { what: "parts: an aggregate needs at least one part".into() });
+            self.problem(
+                format!("{key}.parts"),
+                ProblemKind::Missing {
+                    what: "parts: an aggregate needs at least one part".into(),
+                },
+            );
         }
         let mut parts = Vec::new();
         for (name, p) in a.parts {
             let k = format!("{key}.parts.{}", name);
             if !p.path.starts_with('/') {
-                self.problem(format!("{k}.path"), ProblemKind::BadPath {
-                    reason: format!("part path \"{}\" must start with /", p.path),
-                });
+                self.problem(
+                    format!("{k}.path"),
+                    ProblemKind::BadPath {
+                        reason: format!("part path \"{}\" must start with /", p.path),
+                    },
+                );
             }
             for placeholder in placeholders(&p.path) {
                 if !params.iter().any(|x| x == placeholder) {
@@ -1195,19 +1515,28 @@ impl Validator {
                 None => None,
             };
             parts.push(AggregatePart {
-                timeout: p.timeout.as_deref().map(|t| self.duration(&format!("{k}.timeout"), Some(t), Duration::ZERO)),
+                timeout: p
+                    .timeout
+                    .as_deref()
+                    .map(|t| self.duration(&format!("{k}.timeout"), Some(t), Duration::ZERO)),
                 name,
                 path: p.path,
                 upstream,
             });
         }
-        Some(Aggregate { name: a.name, matcher, parts })
+        Some(Aggregate {
+            name: a.name,
+            matcher,
+            parts,
+        })
     }
 }
 
 /// `{name}` placeholders in an aggregate part's path.
 fn placeholders(path: &str) -> impl Iterator<Item = &str> {
-    path.split('{').skip(1).filter_map(|s| s.split_once('}').map(|(n, _)| n))
+    path.split('{')
+        .skip(1)
+        .filter_map(|s| s.split_once('}').map(|(n, _)| n))
 }
 
 /// Durations like `500ms`, `10s`, `5m`, `1h 30m`, `7d`.
@@ -1244,7 +1573,9 @@ fn is_tchar(b: u8) -> bool {
 }
 
 fn check_url(url: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         Some(other) => return Err(format!("scheme {other} is not http or https")),
@@ -1254,7 +1585,9 @@ fn check_url(url: &str) -> Result<http::Uri, String> {
         return Err("missing host".into());
     }
     if uri.path() != "/" && !uri.path().is_empty() {
-        return Err("a path is not supported in upstream urls; requests keep their own path".into());
+        return Err(
+            "a path is not supported in upstream urls; requests keep their own path".into(),
+        );
     }
     if uri.query().is_some() {
         return Err("a query is not supported in upstream urls".into());

@@ -89,10 +89,18 @@ pub enum ProblemKind {
     #[error("invalid regex \"{pattern}\": {reason}")]
     BadRegex { pattern: String, reason: String },
     #[error("duplicate {what} name \"{name}\" (first defined on line {first_line})")]
-    DuplicateName { what: &'static str, name: String, first_line: String },
-    #[error("invalid duration \"{value}\": {reason} (write e.g. \"500ms\", \"10s\", \"5m\", \"7d\")")]
+    DuplicateName {
+        what: &'static str,
+        name: String,
+        first_line: String,
+    },
+    #[error(
+        "invalid duration \"{value}\": {reason} (write e.g. \"500ms\", \"10s\", \"5m\", \"7d\")"
+    )]
     BadDuration { value: String, reason: String },
-    #[error("shadowing {method} sends writes to the shadow upstream; set allow_writes = true to do it on purpose")]
+    #[error(
+        "shadowing {method} sends writes to the shadow upstream; set allow_writes = true to do it on purpose"
+    )]
     ShadowWrites { method: String },
     #[error("upstream has no urls; give at least one instance")]
     EmptyUpstreamList,
@@ -107,7 +115,11 @@ pub enum ProblemKind {
     #[error("invalid method \"{value}\": methods are HTTP tokens such as GET or POST")]
     BadMethod { value: String },
     #[error("invalid {what} \"{value}\": expected {expected}")]
-    BadValue { what: &'static str, value: String, expected: String },
+    BadValue {
+        what: &'static str,
+        value: String,
+        expected: String,
+    },
     #[error("{reason}")]
     Conflict { reason: String },
     #[error("missing {what}")]

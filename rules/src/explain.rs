@@ -81,8 +81,18 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
     for (i, a) in config.aggregates.iter().enumerate() {
         match a.matcher.check(req) {
             Ok(()) => {
-                tried.push(Attempt { kind: "aggregate", name: a.name.clone(), matched: true, reason: String::new() });
-                matched = Some(Matched { kind: "aggregate", name: a.name.clone(), index: i, matchers: a.matcher.describe() });
+                tried.push(Attempt {
+                    kind: "aggregate",
+                    name: a.name.clone(),
+                    matched: true,
+                    reason: String::new(),
+                });
+                matched = Some(Matched {
+                    kind: "aggregate",
+                    name: a.name.clone(),
+                    index: i,
+                    matchers: a.matcher.describe(),
+                });
                 target = Target::Aggregate(i);
                 break;
             }
@@ -98,12 +108,22 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
         for (i, r) in config.routes.iter().enumerate() {
             match r.matcher.check(req) {
                 Ok(()) => {
-                    tried.push(Attempt { kind: "route", name: r.name.clone(), matched: true, reason: String::new() });
+                    tried.push(Attempt {
+                        kind: "route",
+                        name: r.name.clone(),
+                        matched: true,
+                        reason: String::new(),
+                    });
                     let mut matchers = r.matcher.describe();
                     if matchers.is_empty() {
                         matchers.push("no matchers: every request".to_string());
                     }
-                    matched = Some(Matched { kind: "route", name: r.name.clone(), index: i, matchers });
+                    matched = Some(Matched {
+                        kind: "route",
+                        name: r.name.clone(),
+                        index: i,
+                        matchers,
+                    });
                     target = Target::Route(i);
                     break;
                 }
@@ -140,7 +160,11 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
             let mut start = 0;
             for (id, w) in split.weights() {
                 let end = (start + w).min(BUCKETS);
-                out.split.push(Share { upstream: name_of(id), percent: f64::from(w) / 100.0, buckets: (start, end) });
+                out.split.push(Share {
+                    upstream: name_of(id),
+                    percent: f64::from(w) / 100.0,
+                    buckets: (start, end),
+                });
                 start = end;
             }
             if let Some(key) = &route.sticky {
@@ -148,7 +172,9 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
                 out.sticky = Some(Sticky {
                     key: key.to_string(),
                     salt: route.sticky_salt.clone(),
-                    bucket: value.as_deref().map(|v| crate::split::bucket(route.sticky_seed, v)),
+                    bucket: value
+                        .as_deref()
+                        .map(|v| crate::split::bucket(route.sticky_seed, v)),
                     value,
                 });
             }
@@ -156,7 +182,12 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
             match choice {
                 Choice::Fixed | Choice::Sticky { .. } => out.upstream = Some(name_of(upstream)),
                 Choice::Random { .. } => {
-                    out.probabilities = out.split.iter().filter(|s| s.percent > 0.0).cloned().collect();
+                    out.probabilities = out
+                        .split
+                        .iter()
+                        .filter(|s| s.percent > 0.0)
+                        .cloned()
+                        .collect();
                 }
             }
         }
@@ -166,15 +197,34 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let query = self.query.as_ref().map(|q| format!("?{q}")).unwrap_or_default();
+        let query = self
+            .query
+            .as_ref()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
         let host = self.host.as_deref().unwrap_or("(no host)");
-        writeln!(f, "request:  {} {}{} host {}", self.method, self.path, query, host)?;
+        writeln!(
+            f,
+            "request:  {} {}{} host {}",
+            self.method, self.path, query, host
+        )?;
         if !self.tried.is_empty() {
             writeln!(f, "tried in order:")?;
             let width = self.tried.iter().map(|a| a.name.len()).max().unwrap_or(0);
             for (n, a) in self.tried.iter().enumerate() {
-                let verdict = if a.matched { "matched".to_string() } else { format!("skipped: {}", a.reason) };
-                writeln!(f, "  {:>2}. {:<9} {:<width$}  {}", n + 1, a.kind, a.name, verdict)?;
+                let verdict = if a.matched {
+                    "matched".to_string()
+                } else {
+                    format!("skipped: {}", a.reason)
+                };
+                writeln!(
+                    f,
+                    "  {:>2}. {:<9} {:<width$}  {}",
+                    n + 1,
+                    a.kind,
+                    a.name,
+                    verdict
+                )?;
             }
         }
         match &self.matched {
@@ -182,7 +232,13 @@ impl fmt::Display for Explanation {
                 writeln!(f, "route:    none matched; the default upstream serves it")?;
             }
             Some(m) => {
-                writeln!(f, "{:<9} {} (#{} in the file)", format!("{}:", m.kind), m.name, m.index + 1)?;
+                writeln!(
+                    f,
+                    "{:<9} {} (#{} in the file)",
+                    format!("{}:", m.kind),
+                    m.name,
+                    m.index + 1
+                )?;
                 writeln!(f, "matched:  {}", m.matchers.join(", "))?;
             }
         }
@@ -208,7 +264,11 @@ impl fmt::Display for Explanation {
         }
         if let Some(s) = &self.sticky {
             match (&s.value, s.bucket) {
-                (Some(v), Some(b)) => writeln!(f, "sticky:   {} = \"{}\" -> bucket {} of 0-9999 (salt \"{}\")", s.key, v, b, s.salt)?,
+                (Some(v), Some(b)) => writeln!(
+                    f,
+                    "sticky:   {} = \"{}\" -> bucket {} of 0-9999 (salt \"{}\")",
+                    s.key, v, b, s.salt
+                )?,
                 _ => writeln!(f, "sticky:   {} absent -> random choice", s.key)?,
             }
         }
@@ -218,7 +278,13 @@ impl fmt::Display for Explanation {
                 let parts: Vec<String> = self
                     .probabilities
                     .iter()
-                    .map(|s| format!("{} with probability {}%", s.upstream, fmt_bp((s.percent * 100.0).round() as u16)))
+                    .map(|s| {
+                        format!(
+                            "{} with probability {}%",
+                            s.upstream,
+                            fmt_bp((s.percent * 100.0).round() as u16)
+                        )
+                    })
                     .collect();
                 writeln!(f, "upstream: random: {}", parts.join(", "))?;
             }

@@ -60,8 +60,12 @@ impl PathIndex {
                 Some(PathMatch::Prefix(p)) => {
                     if p == "/" {
                         index.root.prefix.push(i);
-                    } else if let Some(trimmed) = p.strip_suffix('/') {
-                        index.root.descend_literal(trimmed).prefix_more.push(i);
+                    } else if p.ends_with('/') {
+                        // "/a/b/" is segments a, b, "": match a, b and then
+                        // require one more segment, whatever it is.
+                        let mut segs = all_segments(p);
+                        segs.pop();
+                        index.root.descend(segs).prefix_more.push(i);
                     } else {
                         index.root.descend_literal(p).prefix.push(i);
                     }
@@ -124,9 +128,25 @@ impl PathIndex {
     }
 }
 
+fn all_segments(path: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = segments(path);
+    while let Some(r) = rest {
+        let (seg, after) = next_segment(r);
+        out.push(seg);
+        rest = after;
+    }
+    out
+}
+
 /// Walks two ascending lists in merged order, below `limit`.
 #[inline]
-fn first_in_merged(a: &[u32], b: &[u32], limit: u32, pass: &mut impl FnMut(u32) -> bool) -> Option<u32> {
+fn first_in_merged(
+    a: &[u32],
+    b: &[u32],
+    limit: u32,
+    pass: &mut impl FnMut(u32) -> bool,
+) -> Option<u32> {
     let (mut i, mut j) = (0, 0);
     loop {
         let next = match (a.get(i), b.get(j)) {
@@ -155,12 +175,13 @@ fn first_in_merged(a: &[u32], b: &[u32], limit: u32, pass: &mut impl FnMut(u32) 
 
 impl Node {
     fn descend_literal(&mut self, path: &str) -> &mut Node {
+        self.descend(all_segments(path))
+    }
+
+    fn descend(&mut self, segs: Vec<&str>) -> &mut Node {
         let mut node = self;
-        let mut rest = segments(path);
-        while let Some(r) = rest {
-            let (seg, after) = next_segment(r);
+        for seg in segs {
             node = node.statics.entry(seg.into()).or_default();
-            rest = after;
         }
         node
     }
@@ -182,10 +203,10 @@ impl Node {
         if let Some(child) = self.statics.get(seg) {
             child.collect(after, out);
         }
-        if !seg.is_empty() {
-            if let Some(p) = &self.param {
-                p.collect(after, out);
-            }
+        if !seg.is_empty()
+            && let Some(p) = &self.param
+        {
+            p.collect(after, out);
         }
     }
 }

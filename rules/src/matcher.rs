@@ -61,7 +61,8 @@ impl SimpleRequest {
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
         self
     }
 }
@@ -77,18 +78,27 @@ impl RequestView for SimpleRequest {
         self.query.as_deref()
     }
     fn host(&self) -> Option<&str> {
-        self.host
-            .as_deref()
-            .or_else(|| self.headers.iter().find(|(n, _)| n == "host").map(|(_, v)| v.as_str()))
+        self.host.as_deref().or_else(|| {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == "host")
+                .map(|(_, v)| v.as_str())
+        })
     }
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
     fn any_header_value(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
         self.headers.iter().any(|(n, v)| n == name && pred(v))
     }
     fn claim(&self, name: &str) -> Option<&str> {
-        self.claims.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.claims
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -186,7 +196,9 @@ impl PathTemplate {
         while let Some(r) = rest {
             let (seg, after) = next_segment(r);
             rest = after;
-            let parsed = if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let parsed = if let Some(inner) =
+                seg.strip_prefix('{').and_then(|s| s.strip_suffix('}'))
+            {
                 let (catch_all, name) = match inner.strip_prefix('*') {
                     Some(n) => (true, n),
                     None => (false, inner),
@@ -213,11 +225,10 @@ impl PathTemplate {
             } else {
                 TemplateSegment::Literal(seg.to_string())
             };
-            if let TemplateSegment::Param(n) | TemplateSegment::CatchAll(n) = &parsed {
-                if out.iter().any(|s| matches!(s, TemplateSegment::Param(m) | TemplateSegment::CatchAll(m) if m == n)) {
+            if let TemplateSegment::Param(n) | TemplateSegment::CatchAll(n) = &parsed
+                && out.iter().any(|s| matches!(s, TemplateSegment::Param(m) | TemplateSegment::CatchAll(m) if m == n)) {
                     return Err(format!("path template \"{source}\": parameter {{{n}}} appears twice"));
                 }
-            }
             out.push(parsed);
         }
         Ok(PathTemplate {
@@ -381,10 +392,10 @@ pub enum Rejection {
 impl MatchSpec {
     /// The reference check: every matcher, path included.
     pub fn check<R: RequestView + ?Sized>(&self, req: &R) -> Result<(), Rejection> {
-        if let Some(p) = &self.path {
-            if !p.matches(req.path()) {
-                return Err(Rejection::Path);
-            }
+        if let Some(p) = &self.path
+            && !p.matches(req.path())
+        {
+            return Err(Rejection::Path);
         }
         self.check_rest(req)
     }
@@ -395,10 +406,10 @@ impl MatchSpec {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == req.method()) {
             return Err(Rejection::Method);
         }
-        if let Some(h) = &self.host {
-            if !req.host().is_some_and(|host| h.matches(host)) {
-                return Err(Rejection::Host);
-            }
+        if let Some(h) = &self.host
+            && !req.host().is_some_and(|host| h.matches(host))
+        {
+            return Err(Rejection::Host);
         }
         for (i, (name, vm)) in self.headers.iter().enumerate() {
             if !req.any_header_value(name, &mut |v| vm.matches(v)) {
@@ -443,7 +454,11 @@ impl MatchSpec {
     }
 
     /// Why `req` was rejected, in words.
-    pub fn explain_rejection<R: RequestView + ?Sized>(&self, req: &R, rejection: Rejection) -> String {
+    pub fn explain_rejection<R: RequestView + ?Sized>(
+        &self,
+        req: &R,
+        rejection: Rejection,
+    ) -> String {
         match rejection {
             Rejection::Path => match &self.path {
                 Some(p) => format!("path {} does not match {}", req.path(), p.describe()),
@@ -490,13 +505,19 @@ pub fn query_has(query: Option<&str>, name: &str, vm: &ValueMatch) -> bool {
 
 /// Whether `pred` holds for any value of cookie `name` in one Cookie header value.
 pub fn any_cookie<'a>(header: &'a str, name: &str, mut pred: impl FnMut(&'a str) -> bool) -> bool {
-    header.split(';').any(|pair| match pair.trim().split_once('=') {
-        Some((k, v)) if k.trim() == name => {
-            let v = v.trim();
-            pred(v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v))
-        }
-        _ => false,
-    })
+    header
+        .split(';')
+        .any(|pair| match pair.trim().split_once('=') {
+            Some((k, v)) if k.trim() == name => {
+                let v = v.trim();
+                pred(
+                    v.strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(v),
+                )
+            }
+            _ => false,
+        })
 }
 
 /// The first value of cookie `name` in one Cookie header value.
@@ -524,18 +545,16 @@ pub fn form_decode(s: &str) -> Cow<'_, str> {
                 out.push(b' ');
                 i += 1;
             }
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
                 }
-            }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
             b => {
                 out.push(b);
                 i += 1;

@@ -118,7 +118,7 @@ pub fn fmt_bp(bp: u16) -> String {
     let frac = bp % 100;
     if frac == 0 {
         whole.to_string()
-    } else if frac % 10 == 0 {
+    } else if frac.is_multiple_of(10) {
         format!("{whole}.{}", frac / 10)
     } else {
         format!("{whole}.{frac:02}")
@@ -157,9 +157,7 @@ impl StickyKey {
             StickyKey::Header(name) => req.header(name),
             StickyKey::Claim(name) => req.claim(name),
             // The proxy joins HTTP/2's split cookie headers into one.
-            StickyKey::Cookie(name) => req
-                .header("cookie")
-                .and_then(|h| cookie_value(h, name)),
+            StickyKey::Cookie(name) => req.header("cookie").and_then(|h| cookie_value(h, name)),
         };
         v.filter(|v| !v.is_empty())
     }
@@ -214,7 +212,10 @@ mod tests {
     fn buckets_are_stable_known_values() {
         // Pinned: these must never change, or sticky users would move.
         let seed = salt_seed("orders");
-        assert_eq!(bucket(seed, "user-42"), bucket(salt_seed("orders"), "user-42"));
+        assert_eq!(
+            bucket(seed, "user-42"),
+            bucket(salt_seed("orders"), "user-42")
+        );
         assert_ne!(salt_seed("orders"), shadow_seed("orders"));
         assert_eq!(fmt_bp(1250), "12.5");
         assert_eq!(fmt_bp(1), "0.01");

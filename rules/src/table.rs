@@ -68,7 +68,12 @@ impl RouteTable {
         }
         let routes = PathIndex::build(config.routes.iter().map(|r| &r.matcher));
         let aggregates = PathIndex::build(config.aggregates.iter().map(|a| &a.matcher));
-        RouteTable { config, splits, routes, aggregates }
+        RouteTable {
+            config,
+            splits,
+            routes,
+            aggregates,
+        }
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -107,10 +112,18 @@ impl RouteTable {
     /// The route and upstream for `req`. `random_bucket` is called only when
     /// a random choice is needed and must return a value in 0..10000.
     #[inline]
-    pub fn decide<R: RequestView + ?Sized>(&self, req: &R, random_bucket: impl FnOnce() -> u16) -> Decision {
+    pub fn decide<R: RequestView + ?Sized>(
+        &self,
+        req: &R,
+        random_bucket: impl FnOnce() -> u16,
+    ) -> Decision {
         let target = self.find(req);
         match target {
-            Target::Aggregate(_) => Decision { target, upstream: None, choice: Choice::Fixed },
+            Target::Aggregate(_) => Decision {
+                target,
+                upstream: None,
+                choice: Choice::Fixed,
+            },
             Target::Default => Decision {
                 target,
                 upstream: Some(self.config.default_upstream),
@@ -118,7 +131,11 @@ impl RouteTable {
             },
             Target::Route(i) => {
                 let (upstream, choice) = self.choose(i, req, random_bucket);
-                Decision { target, upstream: Some(upstream), choice }
+                Decision {
+                    target,
+                    upstream: Some(upstream),
+                    choice,
+                }
             }
         }
     }
@@ -147,10 +164,20 @@ impl RouteTable {
     /// The reference lookup: every aggregate and route in order, checked
     /// directly. Tests compare [`RouteTable::find`] against it.
     pub fn find_linear<R: RequestView + ?Sized>(&self, req: &R) -> Target {
-        if let Some(i) = self.config.aggregates.iter().position(|a| a.matcher.check(req).is_ok()) {
+        if let Some(i) = self
+            .config
+            .aggregates
+            .iter()
+            .position(|a| a.matcher.check(req).is_ok())
+        {
             return Target::Aggregate(i);
         }
-        match self.config.routes.iter().position(|r| r.matcher.check(req).is_ok()) {
+        match self
+            .config
+            .routes
+            .iter()
+            .position(|r| r.matcher.check(req).is_ok())
+        {
             Some(i) => Target::Route(i),
             None => Target::Default,
         }
