@@ -30,6 +30,8 @@ pub struct Explanation {
     pub probabilities: Vec<Share>,
     /// The default upstream, for requests that match no route.
     pub default_upstream: String,
+    /// The matched route's shadow, described (e.g. `orders, 100% of GET, HEAD`).
+    pub shadow: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,6 +152,7 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
         upstream: None,
         probabilities: Vec::new(),
         default_upstream: name_of(config.default_upstream),
+        shadow: None,
     };
     match target {
         Target::Default => out.upstream = Some(out.default_upstream.clone()),
@@ -178,6 +181,9 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
                     value,
                 });
             }
+            out.shadow = route.shadow.as_ref().map(|s| {
+                format!("{}, {}% of {}", name_of(s.upstream), fmt_bp(s.percent_bp), s.methods.join(", "))
+            });
             let (upstream, choice) = table.choose(i, req, || 0);
             match choice {
                 Choice::Fixed | Choice::Sticky { .. } => out.upstream = Some(name_of(upstream)),
@@ -271,6 +277,9 @@ impl fmt::Display for Explanation {
                 )?,
                 _ => writeln!(f, "sticky:   {} absent -> random choice", s.key)?,
             }
+        }
+        if let Some(s) = &self.shadow {
+            writeln!(f, "shadow:   {s} (sampled on its own hash, independent of the split)")?;
         }
         match &self.upstream {
             Some(u) => writeln!(f, "upstream: {u}")?,
