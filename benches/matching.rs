@@ -23,7 +23,9 @@ fn config(n: usize) -> String {
                 "match.path_prefix = \"/hdr{i}\"\nmatch.headers = {{ \"x-tenant\" = \"t{i}\" }}\n"
             )),
             x if x % 2 == 0 => s.push_str(&format!("match.path_prefix = \"/svc{i}/items\"\n")),
-            _ => s.push_str(&format!("match.path_template = \"/api/v1/t{i}/{{id}}/detail\"\n")),
+            _ => s.push_str(&format!(
+                "match.path_template = \"/api/v1/t{i}/{{id}}/detail\"\n"
+            )),
         }
         s.push_str("split = { svc = 10, monolith = 90 }\nsticky = \"header:x-user-id\"\n");
     }
@@ -35,7 +37,9 @@ fn last_request(n: usize) -> SimpleRequest {
     // n is a multiple of 10, so n-1 ends in 9: a template route for 1000
     // and 10000 (x % 100 == 99); a header route for n = 10.
     match i % 100 {
-        1..=9 => SimpleRequest::new("GET", &format!("/hdr{i}/x")).header("x-tenant", &format!("t{i}")),
+        1..=9 => {
+            SimpleRequest::new("GET", &format!("/hdr{i}/x")).header("x-tenant", &format!("t{i}"))
+        }
         _ => SimpleRequest::new("GET", &format!("/api/v1/t{i}/42/detail")),
     }
 }

@@ -182,7 +182,12 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
                 });
             }
             out.shadow = route.shadow.as_ref().map(|s| {
-                format!("{}, {}% of {}", name_of(s.upstream), fmt_bp(s.percent_bp), s.methods.join(", "))
+                format!(
+                    "{}, {}% of {}",
+                    name_of(s.upstream),
+                    fmt_bp(s.percent_bp),
+                    s.methods.join(", ")
+                )
             });
             let (upstream, choice) = table.choose(i, req, || 0);
             match choice {
@@ -279,7 +284,10 @@ impl fmt::Display for Explanation {
             }
         }
         if let Some(s) = &self.shadow {
-            writeln!(f, "shadow:   {s} (sampled on its own hash, independent of the split)")?;
+            writeln!(
+                f,
+                "shadow:   {s} (sampled on its own hash, independent of the split)"
+            )?;
         }
         match &self.upstream {
             Some(u) => writeln!(f, "upstream: {u}")?,
