@@ -48,7 +48,18 @@ pub enum Command {
 
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 ("invalid"); 2 is kept for "cannot reach the proxy".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Explain {

@@ -12,9 +12,11 @@ use crate::config_file;
 /// Builds the request `explain` routes: the URL's authority is the Host
 /// unless a `Host` header is given, as curl does.
 pub fn build_request(method: &str, url: &str, headers: &[String]) -> Result<SimpleRequest, String> {
+    // Like curl: the fragment is never sent.
+    let url = url.split_once('#').map_or(url, |(u, _)| u);
     let (authority, target) = match url.split_once("://") {
         Some((scheme, rest)) => {
-            if scheme != "http" && scheme != "https" {
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
                 return Err(format!(
                     "invalid url \"{url}\": scheme must be http or https"
                 ));
@@ -44,6 +46,8 @@ pub fn build_request(method: &str, url: &str, headers: &[String]) -> Result<Simp
         return Err(format!("invalid method \"{method}\""));
     }
     let mut req = SimpleRequest::new(method, &target);
+    // Credentials (user:pw@) are not part of the Host.
+    let authority = authority.map(|a| a.rsplit_once('@').map_or(a, |(_, h)| h));
     if let Some(a) = authority.filter(|a| !a.is_empty()) {
         req = req.host(a);
     }

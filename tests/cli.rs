@@ -205,3 +205,11 @@ fn explain_rejects_a_bad_url() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("invalid url \"orders\""));
 }
+
+#[test]
+fn usage_errors_exit_1_not_2() {
+    let out = strangler(&["check", "--bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unexpected argument '--bogus'"));
+    assert_eq!(strangler(&["--help"]).status.code(), Some(0));
+}

@@ -312,6 +312,8 @@ impl Config {
                 }
             })
             .collect();
+        let mut problems: Vec<Problem> = problems;
+        problems.sort_by_key(|p| p.line.unwrap_or(0));
         Err(ConfigError::Invalid { problems })
     }
 
@@ -369,8 +371,29 @@ fn syntax_error(file: &str, _source: &str, spans: &SpanIndex, e: &toml::de::Erro
         line,
         column,
         key,
-        message: e.message().trim().to_string(),
+        message: friendly_message(e.message().trim(), e.span().and_then(|sp| _source.get(sp))),
     }
+}
+
+/// Says what the deserializer means in TOML terms.
+fn friendly_message(message: &str, snippet: Option<&str>) -> String {
+    let mut m = message.to_string();
+    for (rust, toml) in [
+        ("expected f64", "expected a number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+    ] {
+        m = m.replace(rust, toml);
+    }
+    if m == "duplicate key"
+        && let Some(key) = snippet.filter(|k| !k.contains('\n') && !k.is_empty())
+    {
+        m = format!("duplicate key `{}`", key.trim());
+    }
+    m
 }
 
 /// Collects problems while building the typed config.
@@ -444,13 +467,14 @@ impl Validator {
     }
 
     /// A percentage 0..=100 with at most two decimals, as basis points.
-    fn percent(&mut self, key: &str, value: f64) -> Option<u16> {
+    fn percent(&mut self, key: &str, what: &'static str, value: f64) -> Option<u16> {
         match percent_to_bp(value) {
             Some(bp) => Some(bp),
             None => {
                 self.problem(
                     key,
                     ProblemKind::BadPercent {
+                        what,
                         value: fmt_f64(value),
                     },
                 );
@@ -460,7 +484,9 @@ impl Validator {
     }
 
     fn regex(&mut self, key: &str, pattern: &str) -> Option<Regex> {
-        match Regex::new(&format!("^(?:{pattern})$")) {
+        // Compile the pattern alone first, so that `a)|(b` cannot escape
+        // the anchors added around it.
+        match Regex::new(pattern).and_then(|_| Regex::new(&format!("^(?:{pattern})$"))) {
             Ok(r) => Some(r),
             Err(e) => {
                 let reason = e.to_string();
@@ -475,6 +501,26 @@ impl Validator {
                 );
                 None
             }
+        }
+    }
+
+    /// Names appear in URLs (`/api/v1/routes/{name}`) and on the command line.
+    fn name(&mut self, key: &str, what: &'static str, name: &str) {
+        let ok = !name.is_empty()
+            && !name.starts_with('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            self.problem(
+                key,
+                ProblemKind::BadValue {
+                    what,
+                    value: name.to_string(),
+                    expected: "a name of letters, digits, '.', '_' and '-', not starting with '-'"
+                        .into(),
+                },
+            );
         }
     }
 
@@ -522,7 +568,12 @@ impl Validator {
                 },
             );
         }
-        if listen.proxy == listen.admin && listen.proxy.port() != 0 {
+        if listen.proxy.port() == listen.admin.port()
+            && listen.proxy.port() != 0
+            && (listen.proxy.ip() == listen.admin.ip()
+                || listen.proxy.ip().is_unspecified()
+                || listen.admin.ip().is_unspecified())
+        {
             self.problem(
                 "listen.admin",
                 ProblemKind::Conflict {
@@ -562,6 +613,9 @@ impl Validator {
         };
 
         self.upstream_names = f.upstreams.keys().cloned().collect();
+        for name in self.upstream_names.clone() {
+            self.name(&format!("upstreams.{name}"), "upstream", &name);
+        }
         if f.upstreams.is_empty() {
             self.problem("upstreams", ProblemKind::Missing {
                 what: "upstreams: define at least the monolith, e.g. [upstreams.monolith] urls = [\"http://127.0.0.1:3000\"]".into(),
@@ -612,6 +666,7 @@ impl Validator {
         let mut routes = Vec::new();
         for (i, r) in f.routes.into_iter().enumerate() {
             let key = format!("routes[{i}]");
+            self.name(&format!("{key}.name"), "route", &r.name);
             if let Some(first) = seen.get(&r.name) {
                 let first_line = first.clone();
                 self.problem(
@@ -634,6 +689,7 @@ impl Validator {
         let mut aggregates = Vec::new();
         for (i, a) in f.aggregates.into_iter().enumerate() {
             let key = format!("aggregates[{i}]");
+            self.name(&format!("{key}.name"), "aggregate", &a.name);
             if let Some(first) = seen_agg.get(&a.name) {
                 let first_line = first.clone();
                 self.problem(
@@ -842,13 +898,17 @@ impl Validator {
                     return None;
                 }
                 Some(HostMatch::Suffix(format!(".{suffix}")))
-            } else if lower.is_empty() || lower.contains(['/', ' ', '*']) {
+            } else if lower.is_empty()
+                || lower.contains(['/', ' ', '*', '@'])
+                || (!lower.starts_with('[') && lower.contains(':'))
+                || (lower.starts_with('[') && !lower.ends_with(']'))
+            {
                 self.problem(
                     format!("{key}.host"),
                     ProblemKind::BadValue {
                         what: "host",
                         value: h.clone(),
-                        expected: "a host name such as shop.example.com or *.example.com".into(),
+                        expected: "a host name without port, such as shop.example.com or *.example.com (the request's port is ignored)".into(),
                     },
                 );
                 None
@@ -917,6 +977,17 @@ impl Validator {
             (None, None) => Some(Split::single(default, default)),
         };
         let sticky = r.sticky.as_deref().and_then(|s| match StickyKey::parse(s) {
+            Some(StickyKey::Header(h)) if !h.bytes().all(is_tchar) => {
+                self.problem(
+                    format!("{key}.sticky"),
+                    ProblemKind::BadValue {
+                        what: "sticky key",
+                        value: s.to_string(),
+                        expected: "header:NAME with a valid header name".into(),
+                    },
+                );
+                None
+            }
             Some(k) => Some(k),
             None => {
                 self.problem(
@@ -1045,10 +1116,9 @@ impl Validator {
             max_entries: c.max_entries.unwrap_or(defaults::CACHE_MAX_ENTRIES),
             max_bytes: c.max_bytes.unwrap_or(defaults::CACHE_MAX_BYTES),
         });
-        let split = split?;
         let ramp = r
             .ramp
-            .and_then(|rf| self.ramp(&format!("{key}.ramp"), rf, &split, default));
+            .and_then(|rf| self.ramp(&format!("{key}.ramp"), rf, split.as_ref(), default));
         if let Some(h) = &r.host_rewrite
             && (h.is_empty() || h.contains(['/', ' ']))
         {
@@ -1061,6 +1131,7 @@ impl Validator {
                 },
             );
         }
+        let split = split?;
         Some(Route {
             sticky_seed: salt_seed(&sticky_salt),
             shadow_seed: shadow_seed(&sticky_salt),
@@ -1097,7 +1168,7 @@ impl Validator {
             let k = format!("{key}.{}", name);
             sum += w;
             let id = self.upstream_ref(&k, name);
-            let bp = self.percent(&k, w);
+            let bp = self.percent(&k, "weight", w);
             match (id, bp) {
                 (Some(id), Some(bp)) => out.push((id, bp)),
                 _ => ok = false,
@@ -1114,7 +1185,12 @@ impl Validator {
         }
         let total: u32 = out.iter().map(|&(_, bp)| u32::from(bp)).sum();
         if ok && total != u32::from(BUCKETS) {
-            self.problem(key, ProblemKind::WeightsSum { sum: fmt_f64(sum) });
+            self.problem(
+                key,
+                ProblemKind::WeightsSum {
+                    sum: fmt_f64((sum * 100.0).round() / 100.0),
+                },
+            );
             ok = false;
         }
         ok.then(|| Split::new(&out, default))
@@ -1123,7 +1199,7 @@ impl Validator {
     fn shadow(&mut self, key: &str, s: ShadowFile) -> Option<ShadowSpec> {
         let upstream = self.upstream_ref(&format!("{key}.upstream"), &s.upstream);
         let percent_bp = match s.percent {
-            Some(p) => self.percent(&format!("{key}.percent"), p),
+            Some(p) => self.percent(&format!("{key}.percent"), "shadow percent", p),
             None => Some(BUCKETS),
         };
         let allow_writes = s.allow_writes.unwrap_or(false);
@@ -1135,11 +1211,13 @@ impl Validator {
                 .collect(),
         };
         if !allow_writes {
-            for (i, m) in methods.iter().enumerate() {
-                if !SAFE_METHODS.contains(&m.as_str()) {
+            let written: Vec<String> = s.methods.clone().unwrap_or_default();
+            for (i, m) in written.iter().enumerate() {
+                let m = m.to_ascii_uppercase();
+                if !m.is_empty() && m.bytes().all(is_tchar) && !SAFE_METHODS.contains(&m.as_str()) {
                     self.problem(
                         format!("{key}.methods[{i}]"),
-                        ProblemKind::ShadowWrites { method: m.clone() },
+                        ProblemKind::ShadowWrites { method: m },
                     );
                 }
             }
@@ -1203,14 +1281,19 @@ impl Validator {
         }
         let noise_check = c.noise_check.and_then(|n| {
             let k = format!("{key}.noise_check");
-            let percent_bp = self.percent(&format!("{k}.percent"), n.percent)?;
+            let percent_bp =
+                self.percent(&format!("{k}.percent"), "noise_check percent", n.percent)?;
             let relative = n.relative.unwrap_or(defaults::NOISE_RELATIVE);
             let absolute = n.absolute.unwrap_or(defaults::NOISE_ABSOLUTE);
             for (name, v) in [("relative", relative), ("absolute", absolute)] {
                 if !(0.0..=100.0).contains(&v) {
                     self.problem(
                         format!("{k}.{name}"),
-                        ProblemKind::BadPercent { value: fmt_f64(v) },
+                        ProblemKind::BadValue {
+                            what: "threshold",
+                            value: fmt_f64(v),
+                            expected: "a percentage between 0 and 100".into(),
+                        },
                     );
                 }
             }
@@ -1349,21 +1432,22 @@ impl Validator {
         &mut self,
         key: &str,
         r: RampFile,
-        split: &Split,
+        split: Option<&Split>,
         default: UpstreamId,
     ) -> Option<RampSpec> {
-        let to = match &r.to {
-            Some(name) => {
-                let id = self.upstream_ref(&format!("{key}.to"), name)?;
-                if id == default {
+        let to = match (&r.to, split) {
+            (Some(name), _) => match self.upstream_ref(&format!("{key}.to"), name) {
+                Some(id) if id == default => {
                     self.problem(format!("{key}.to"), ProblemKind::ShiftTarget {
                         reason: format!("ramp target \"{name}\" is the default upstream; ramp towards the new service"),
                     });
-                    return None;
+                    None
                 }
-                id
-            }
-            None => {
+                other => other,
+            },
+            // The split has its own problem; say nothing more about `to`.
+            (None, None) => None,
+            (None, Some(split)) => {
                 let others: Vec<UpstreamId> = split
                     .weights()
                     .map(|(id, _)| id)
@@ -1380,14 +1464,15 @@ impl Validator {
                         )
                     };
                     self.problem(format!("{key}.to"), ProblemKind::ShiftTarget { reason });
-                    return None;
+                    None
+                } else {
+                    Some(others[0])
                 }
-                others[0]
             }
         };
         let mut steps_bp = Vec::new();
         for (i, &s) in r.steps.iter().enumerate() {
-            if let Some(bp) = self.percent(&format!("{key}.steps[{i}]"), s) {
+            if let Some(bp) = self.percent(&format!("{key}.steps[{i}]"), "ramp step", s) {
                 if steps_bp.last().is_some_and(|&last| bp <= last) {
                     self.problem(
                         format!("{key}.steps[{i}]"),
@@ -1459,14 +1544,15 @@ impl Validator {
                 );
             }
         }
+        let every = self.duration(
+            &format!("{key}.every"),
+            r.every.as_deref(),
+            defaults::RAMP_EVERY,
+        );
         Some(RampSpec {
-            to,
+            to: to?,
             steps_bp,
-            every: self.duration(
-                &format!("{key}.every"),
-                r.every.as_deref(),
-                defaults::RAMP_EVERY,
-            ),
+            every,
             max_error_rate: r.max_error_rate.unwrap_or(defaults::RAMP_MAX_ERROR_RATE),
             max_error_ratio: r.max_error_ratio.unwrap_or(defaults::RAMP_MAX_ERROR_RATIO),
             max_p99_ratio: r.max_p99_ratio.unwrap_or(defaults::RAMP_MAX_P99_RATIO),
@@ -1484,6 +1570,19 @@ impl Validator {
             Some(PathMatch::Template(t)) => t.params().map(str::to_string).collect(),
             _ => Vec::new(),
         };
+        if matcher.path.is_none()
+            && matcher.host.is_none()
+            && matcher.headers.is_empty()
+            && matcher.query.is_empty()
+            && matcher.cookies.is_empty()
+        {
+            self.problem(
+                format!("{key}.match"),
+                ProblemKind::Missing {
+                    what: "match: an aggregate without matchers would take every request; give e.g. match.path_template".into(),
+                },
+            );
+        }
         if a.parts.is_empty() {
             self.problem(
                 format!("{key}.parts"),
@@ -1583,6 +1682,22 @@ fn check_url(url: &str) -> Result<http::Uri, String> {
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err("missing host".into());
+    }
+    if let Some(a) = uri.authority() {
+        let a = a.as_str();
+        let host_end = if a.starts_with('[') {
+            a.find(']').map_or(a.len(), |i| i + 1)
+        } else {
+            a.rfind(':').unwrap_or(a.len())
+        };
+        if let Some(port) = a[host_end..].strip_prefix(':')
+            && !matches!(port.parse::<u16>(), Ok(p) if p > 0)
+        {
+            return Err(format!("invalid port \"{port}\": expected 1-65535"));
+        }
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("credentials in upstream urls are not supported".into());
     }
     if uri.path() != "/" && !uri.path().is_empty() {
         return Err(

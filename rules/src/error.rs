@@ -84,8 +84,8 @@ pub enum ProblemKind {
     UnknownUpstream { name: String, known: String },
     #[error("weights sum to {sum}, they must sum to 100")]
     WeightsSum { sum: String },
-    #[error("weight {value} is not a percentage between 0 and 100 with at most two decimals")]
-    BadPercent { value: String },
+    #[error("{what} {value} is not a percentage between 0 and 100 with at most two decimals")]
+    BadPercent { what: &'static str, value: String },
     #[error("invalid regex \"{pattern}\": {reason}")]
     BadRegex { pattern: String, reason: String },
     #[error("duplicate {what} name \"{name}\" (first defined on line {first_line})")]

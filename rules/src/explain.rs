@@ -181,15 +181,21 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
                     value,
                 });
             }
-            out.shadow = route.shadow.as_ref().map(|s| {
-                format!(
-                    "{}, {}% of {}",
-                    name_of(s.upstream),
-                    fmt_bp(s.percent_bp),
-                    s.methods.join(", ")
-                )
-            });
             let (upstream, choice) = table.choose(i, req, || 0);
+            out.shadow = route.shadow.as_ref().map(|s| {
+                let target = name_of(s.upstream);
+                if !s.methods.iter().any(|m| m == req.method()) {
+                    format!("not shadowed: {} is not in [{}]", req.method(), s.methods.join(", "))
+                } else if !matches!(choice, Choice::Random { .. }) && upstream == s.upstream {
+                    format!("not shadowed: the split already sends it to {target} (counted skipped_same_upstream)")
+                } else {
+                    format!(
+                        "{target}, {}% of {} (sampled on its own hash, independent of the split)",
+                        fmt_bp(s.percent_bp),
+                        s.methods.join(", ")
+                    )
+                }
+            });
             match choice {
                 Choice::Fixed | Choice::Sticky { .. } => out.upstream = Some(name_of(upstream)),
                 Choice::Random { .. } => {
@@ -262,13 +268,17 @@ impl fmt::Display for Explanation {
                 .split
                 .iter()
                 .map(|s| {
-                    format!(
-                        "{} {}% (buckets {}-{})",
-                        s.upstream,
-                        fmt_bp((s.percent * 100.0).round() as u16),
-                        s.buckets.0,
-                        s.buckets.1.saturating_sub(1).max(s.buckets.0)
-                    )
+                    let pct = fmt_bp((s.percent * 100.0).round() as u16);
+                    if s.buckets.1 > s.buckets.0 {
+                        format!(
+                            "{} {pct}% (buckets {}-{})",
+                            s.upstream,
+                            s.buckets.0,
+                            s.buckets.1 - 1
+                        )
+                    } else {
+                        format!("{} {pct}% (no buckets)", s.upstream)
+                    }
                 })
                 .collect();
             writeln!(f, "split:    {}", parts.join(", "))?;
@@ -284,10 +294,7 @@ impl fmt::Display for Explanation {
             }
         }
         if let Some(s) = &self.shadow {
-            writeln!(
-                f,
-                "shadow:   {s} (sampled on its own hash, independent of the split)"
-            )?;
+            writeln!(f, "shadow:   {s}")?;
         }
         match &self.upstream {
             Some(u) => writeln!(f, "upstream: {u}")?,

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use regex::RegexSet;
+use regex::{Regex, RegexSet, RegexSetBuilder};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::matcher::{MatchSpec, PathMatch, TemplateSegment, next_segment, segments};
@@ -34,6 +34,8 @@ struct Node {
 pub struct PathIndex {
     root: Node,
     regexes: Option<RegexSet>,
+    /// The same regexes one by one, used when the set is too large to build.
+    regex_list: Vec<Regex>,
     /// Route index of each regex in `regexes`, ascending.
     regex_routes: Vec<u32>,
     /// Routes without a path matcher, ascending.
@@ -51,6 +53,7 @@ impl PathIndex {
                 None => index.pathless.push(i),
                 Some(PathMatch::Regex(r)) => {
                     patterns.push(r.as_str().to_string());
+                    index.regex_list.push(r.clone());
                     index.regex_routes.push(i);
                 }
                 Some(PathMatch::Exact(p)) => {
@@ -94,7 +97,13 @@ impl PathIndex {
         }
         if !patterns.is_empty() {
             // The patterns compiled one by one during validation, so the set does too.
-            index.regexes = RegexSet::new(&patterns).ok();
+            // Generous limits: the set is built once, off the hot path. If it
+            // still cannot be built, lookups check the regexes one by one.
+            index.regexes = RegexSetBuilder::new(&patterns)
+                .size_limit(256 << 20)
+                .dfa_size_limit(64 << 20)
+                .build()
+                .ok();
         }
         index
     }
@@ -113,15 +122,28 @@ impl PathIndex {
         if best.is_some_and(|b| b < first_regex) {
             return best;
         }
-        let set = self.regexes.as_ref()?.matches(path);
         let limit = best.unwrap_or(u32::MAX);
-        for i in set.iter() {
-            let route = self.regex_routes[i];
-            if route >= limit {
-                break;
+        match &self.regexes {
+            Some(set) => {
+                for i in set.matches(path).iter() {
+                    let route = self.regex_routes[i];
+                    if route >= limit {
+                        break;
+                    }
+                    if pass(route) {
+                        return Some(route);
+                    }
+                }
             }
-            if pass(route) {
-                return Some(route);
+            None => {
+                for (re, &route) in self.regex_list.iter().zip(&self.regex_routes) {
+                    if route >= limit {
+                        break;
+                    }
+                    if re.is_match(path) && pass(route) {
+                        return Some(route);
+                    }
+                }
             }
         }
         best

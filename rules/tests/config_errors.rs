@@ -289,3 +289,95 @@ fn error_type_separates_syntax_from_semantics() {
     assert!(matches!(err, ConfigError::Syntax { .. }));
     assert!(err.problems().is_empty());
 }
+
+#[test]
+fn host_with_port_is_refused() {
+    assert_eq!(
+        one("[[routes]]\nname = \"a\"\nmatch.host = \"shop.example.com:8080\"\n"),
+        "test.toml:11: routes[0].match.host: invalid host \"shop.example.com:8080\": expected a host name without port, such as shop.example.com or *.example.com (the request's port is ignored)"
+    );
+}
+
+#[test]
+fn impossible_ports_are_refused() {
+    assert_eq!(
+        errors("[upstreams.billing]\nurls = [\"http://x:99999\", \"http://x:0\"]\n"),
+        vec![
+            "test.toml:10: upstreams.billing.urls[0]: invalid upstream url \"http://x:99999\": invalid port \"99999\": expected 1-65535",
+            "test.toml:10: upstreams.billing.urls[1]: invalid upstream url \"http://x:0\": invalid port \"0\": expected 1-65535",
+        ]
+    );
+}
+
+#[test]
+fn names_must_fit_urls_and_command_lines() {
+    assert_eq!(
+        one("[[routes]]\nname = \"--all\"\n"),
+        "test.toml:10: routes[0].name: invalid route \"--all\": expected a name of letters, digits, '.', '_' and '-', not starting with '-'"
+    );
+}
+
+#[test]
+fn problems_point_at_the_entry_as_written() {
+    let lines = errors(
+        "[[routes]]\nname = \"a\"\nshadow = { upstream = \"orders\", methods = [\n  \"GET\",\n  \"get\",\n  \"POST\",\n] }\n",
+    );
+    assert_eq!(
+        lines,
+        vec![
+            "test.toml:14: routes[0].shadow.methods[2]: shadowing POST sends writes to the shadow upstream; set allow_writes = true to do it on purpose"
+        ]
+    );
+}
+
+#[test]
+fn one_bad_value_does_not_hide_the_others() {
+    let lines = errors(
+        "[[routes]]\nname = \"a\"\nsplit = { orders = 10, monolith = 80 }\nhost_rewrite = \"bad host/x\"\nramp = { to = \"nope\", steps = [] }\n",
+    );
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(
+        lines[0].contains("routes[0].split: weights sum to 90"),
+        "{lines:#?}"
+    );
+    assert!(lines[1].contains("routes[0].host_rewrite"), "{lines:#?}");
+    assert!(
+        lines[2].contains("routes[0].ramp.to: unknown upstream \"nope\""),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[3].contains("routes[0].ramp.steps: missing steps"),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn regex_cannot_escape_its_anchors() {
+    assert_eq!(
+        one("[[routes]]\nname = \"a\"\nmatch.path_regex = \"/a)|(/b\"\n"),
+        "test.toml:11: routes[0].match.path_regex: invalid regex \"/a)|(/b\": unopened group"
+    );
+}
+
+#[test]
+fn aggregate_needs_a_matcher() {
+    let msg = one("[[aggregates]]\nname = \"all\"\nparts.x = { path = \"/x\" }\n");
+    assert!(
+        msg.starts_with("test.toml:9: aggregates[0].match: missing match"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn duplicate_keys_are_named() {
+    let msg = one("[[routes]]\nname = \"a\"\nname = \"b\"\n");
+    assert_eq!(msg, "test.toml:11:1: duplicate key `name`");
+}
+
+#[test]
+fn weight_sums_are_rounded_for_display() {
+    assert_eq!(
+        one("[[routes]]\nname = \"a\"\nsplit = { orders = 0.1, monolith = 99.8 }\n"),
+        "test.toml:11: routes[0].split: weights sum to 99.9, they must sum to 100"
+    );
+}

@@ -157,3 +157,31 @@ fn explain_lists_rejections_and_the_decision() {
         "{text}"
     );
 }
+
+/// Heavy regexes (large Unicode classes) must not disable the routes after them.
+#[test]
+fn many_heavy_regexes_keep_later_routes_reachable() {
+    let mut cfg = String::from(
+        "[upstreams.monolith]\nurls = [\"http://127.0.0.1:3000\"]\n[default]\nupstream = \"monolith\"\n",
+    );
+    for i in 0..12 {
+        cfg.push_str(&format!(
+            "[[routes]]\nname = \"re{i}\"\nmatch.path_regex = '/u{i}/[\\w.-]{{3,64}}/\\w+/profile'\n"
+        ));
+    }
+    cfg.push_str("[[routes]]\nname = \"after\"\nmatch.path_prefix = \"/after\"\n");
+    let table = RouteTable::new(Arc::new(Config::parse(&cfg, "t.toml").expect("valid")));
+    for path in [
+        "/after/x",
+        "/u7/abc/def/profile",
+        "/u11/ÄÖÜ.x/y/profile",
+        "/nothing",
+    ] {
+        let req = SimpleRequest::new("GET", path);
+        assert_eq!(table.find(&req), table.find_linear(&req), "{path}");
+    }
+    assert_eq!(
+        route_name(&table, &SimpleRequest::new("GET", "/after/x")),
+        "after"
+    );
+}
