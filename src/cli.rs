@@ -22,6 +22,33 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Config file.
+        #[arg(long, short = 'c', default_value = "strangler.toml")]
+        config: PathBuf,
+        /// Store directory (overrides [store].path).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Log line format on stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: crate::serve::LogFormat,
+        /// One structured line per request.
+        #[arg(long, value_enum, default_value = "on")]
+        access_log: OnOff,
+    },
+    /// Run a self-contained demo: a toy monolith, a toy new orders service and the proxy.
+    Demo {
+        /// Proxy port (0: any free port).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Admin API port (0: any free port).
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Send a little background traffic through the proxy.
+        #[arg(long)]
+        traffic: bool,
+    },
     /// Validate a config file: exit 0, or 1 with every problem (file:line: key: message).
     Check {
         /// Config file.
@@ -46,6 +73,12 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     // Usage errors exit 1 ("invalid"); 2 is kept for "cannot reach the proxy".
@@ -61,6 +94,27 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Serve {
+            config,
+            data,
+            log_format,
+            access_log,
+        } => crate::serve::run(crate::serve::ServeOptions {
+            config,
+            data,
+            log_format,
+            access_log: access_log == OnOff::On,
+            on_listening: None,
+        }),
+        Command::Demo {
+            port,
+            admin_port,
+            traffic,
+        } => crate::demo::run(crate::demo::DemoOptions {
+            port,
+            admin_port,
+            traffic,
+        }),
         Command::Check { config } => check(&config),
         Command::Explain {
             method,

@@ -1,7 +1,16 @@
 //! strangler: a reverse proxy for strangler-fig migrations. This crate owns
-//! the command line and (in later issues) the server loop, upstream pool,
-//! admin API and control state; the rule engine lives in `strangler-rules`.
+//! the command line, the server loop, the upstream pools and the live
+//! routing state; the rule engine lives in `strangler-rules`.
 
+pub mod body;
 pub mod cli;
 pub mod config_file;
+pub mod demo;
+pub mod error;
 pub mod explain_cmd;
+pub mod headers;
+pub mod proxy;
+pub mod serve;
+pub mod server;
+pub mod state;
+pub mod upstream;

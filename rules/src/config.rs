@@ -23,6 +23,10 @@ pub mod defaults {
     pub const ADMIN: &str = "127.0.0.1:9901";
     pub const TOKEN_ENV: &str = "STRANGLER_ADMIN_TOKEN";
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+    pub const MAX_HEADERS: usize = 100;
+    pub const H2_MAX_STREAMS: u32 = 256;
     pub const STORE_PATH: &str = "strangler-data";
     pub const MAX_DIFFS: u64 = 50_000;
     pub const DIFF_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -80,6 +84,16 @@ pub struct Listen {
     pub trusted_hops: u32,
     pub drain_timeout: Duration,
     pub tls: Option<Tls>,
+    /// A client must send each request's headers within this time of the
+    /// connection becoming ready for it (HTTP/1): it cuts off slow clients
+    /// and is also the idle keep-alive timeout.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted; beyond it: 431.
+    pub max_header_bytes: usize,
+    /// Most request headers accepted; beyond it: 431.
+    pub max_headers: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub h2_max_streams: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +122,7 @@ pub enum Balance {
     Random,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
     pub urls: Vec<http::Uri>,
@@ -120,7 +134,7 @@ pub struct Upstream {
     pub health: Option<HealthCheck>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheck {
     pub path: String,
     pub interval: Duration,
@@ -557,7 +571,38 @@ impl Validator {
                 cert: t.cert,
                 key: t.key,
             }),
+            header_read_timeout: self.duration(
+                "listen.header_read_timeout",
+                f.listen.header_read_timeout.as_deref(),
+                defaults::HEADER_READ_TIMEOUT,
+            ),
+            max_header_bytes: f
+                .listen
+                .max_header_bytes
+                .unwrap_or(defaults::MAX_HEADER_BYTES),
+            max_headers: f.listen.max_headers.unwrap_or(defaults::MAX_HEADERS),
+            h2_max_streams: f.listen.h2_max_streams.unwrap_or(defaults::H2_MAX_STREAMS),
         };
+        if listen.max_header_bytes < 8192 {
+            self.problem(
+                "listen.max_header_bytes",
+                ProblemKind::BadValue {
+                    what: "max_header_bytes",
+                    value: listen.max_header_bytes.to_string(),
+                    expected: "at least 8192".into(),
+                },
+            );
+        }
+        if listen.max_headers == 0 || listen.h2_max_streams == 0 {
+            self.problem(
+                "listen",
+                ProblemKind::BadValue {
+                    what: "limit",
+                    value: "0".into(),
+                    expected: "max_headers and h2_max_streams of at least 1".into(),
+                },
+            );
+        }
         if listen.workers == Some(0) {
             self.problem(
                 "listen.workers",

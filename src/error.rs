@@ -1,0 +1,67 @@
+//! Every error the proxy answers itself, mapped to its status and JSON body
+//! in one place: `{"error": ..., "route": ..., "upstream": ...}`.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Serialize;
+
+use crate::body::ProxyBody;
+
+/// What went wrong while proxying a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    #[error("missing Host header")]
+    MissingHost,
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("cannot connect to upstream: {0}")]
+    ConnectFailed(String),
+    #[error("upstream connection failed: {0}")]
+    UpstreamBroken(String),
+    #[error("upstream did not send response headers within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+    #[error("no healthy upstream instance")]
+    NoHealthyInstance,
+    #[error("aggregates are not served yet by this version")]
+    AggregateNotSupported,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MissingHost | ProxyError::DuplicateHost | ProxyError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::ConnectFailed(_) | ProxyError::UpstreamBroken(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoHealthyInstance => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::AggregateNotSupported => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+
+    /// The JSON response for this error.
+    pub fn response(&self, route: Option<&str>, upstream: Option<&str>) -> Response<ProxyBody> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: String,
+            route: Option<&'a str>,
+            upstream: Option<&'a str>,
+        }
+        let body = serde_json::to_vec(&Body {
+            error: self.to_string(),
+            route,
+            upstream,
+        })
+        .unwrap_or_else(|_| br#"{"error":"internal error"}"#.to_vec());
+        let mut resp = Response::new(ProxyBody::full(body));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}

@@ -1,0 +1,254 @@
+//! Header handling on the way through: hop-by-hop headers removed both ways
+//! (also those named in `Connection`), X-Forwarded-For appended, the client
+//! address found with `trusted_hops`, X-Forwarded-Proto/-Host and Via set,
+//! and the request head seen by the rule engine.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Version, request::Parts};
+use strangler_rules::RequestView;
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including every header named in Connection.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The protocol token for Via: `1.0`, `1.1`, `2`.
+pub fn via_version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// Appends `VERSION strangler` to Via.
+pub fn append_via(headers: &mut HeaderMap, version: Version) {
+    let ours = match version {
+        Version::HTTP_10 => "1.0 strangler",
+        Version::HTTP_2 => "2 strangler",
+        _ => "1.1 strangler",
+    };
+    append_list(headers, &header::VIA, ours);
+}
+
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    let mut joined = String::new();
+    for v in headers.get_all(name) {
+        if let Ok(s) = v.to_str() {
+            if !joined.is_empty() {
+                joined.push_str(", ");
+            }
+            joined.push_str(s);
+        }
+    }
+    if !joined.is_empty() {
+        joined.push_str(", ");
+    }
+    joined.push_str(value);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// The client's address: the peer, or with `trusted_hops` proxies in front,
+/// the X-Forwarded-For entry that many hops back.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_hops: u32) -> IpAddr {
+    if trusted_hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    // The chain is the XFF entries followed by the peer; go back trusted_hops.
+    let hops = trusted_hops as usize;
+    if entries.is_empty() {
+        return peer;
+    }
+    let idx = entries.len().saturating_sub(hops);
+    entries[idx.min(entries.len() - 1)]
+        .parse()
+        .or_else(|_| {
+            entries[idx.min(entries.len() - 1)]
+                .trim_matches(['[', ']'])
+                .parse()
+        })
+        .unwrap_or(peer)
+}
+
+/// Sets the forwarding headers on a request going upstream.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    tls: bool,
+    host: Option<&str>,
+    trusted_hops: u32,
+    version: Version,
+) {
+    append_list(headers, &X_FORWARDED_FOR, &peer.to_string());
+    let trust = trusted_hops > 0;
+    if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        );
+    }
+    if !(trust && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST.clone(), h);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    append_via(headers, version);
+}
+
+/// Whether a method is idempotent (RFC 9110 9.2.2).
+pub fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The request as the rule engine sees it.
+pub struct RequestHead<'a> {
+    pub parts: &'a Parts,
+    pub host: Option<&'a str>,
+}
+
+impl RequestView for RequestHead<'_> {
+    #[inline]
+    fn method(&self) -> &str {
+        self.parts.method.as_str()
+    }
+    #[inline]
+    fn path(&self) -> &str {
+        self.parts.uri.path()
+    }
+    #[inline]
+    fn query(&self) -> Option<&str> {
+        self.parts.uri.query()
+    }
+    #[inline]
+    fn host(&self) -> Option<&str> {
+        self.host
+    }
+    #[inline]
+    fn header(&self, name: &str) -> Option<&str> {
+        self.parts.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn any_header_value(&self, name: &str, pred: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(pred)
+    }
+}
+
+/// The request's host: the Host header (exactly one for HTTP/1), or the
+/// URI's authority (HTTP/2's :authority).
+pub fn request_host(parts: &Parts) -> Result<Option<&str>, crate::error::ProxyError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(crate::error::ProxyError::DuplicateHost);
+    }
+    let header_host =
+        match first {
+            Some(v) => Some(v.to_str().map_err(|_| {
+                crate::error::ProxyError::BadRequest("Host is not valid text".into())
+            })?),
+            None => None,
+        };
+    match parts.version {
+        Version::HTTP_2 | Version::HTTP_3 => {
+            Ok(parts.uri.authority().map(|a| a.as_str()).or(header_host))
+        }
+        Version::HTTP_11 => match header_host {
+            Some(h) => Ok(Some(h)),
+            None => Err(crate::error::ProxyError::MissingHost),
+        },
+        _ => Ok(header_host.or_else(|| parts.uri.authority().map(|a| a.as_str()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_listed_and_fixed_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn client_ip_walks_back_trusted_hops() {
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
+        );
+        assert_eq!(client_ip(&h, peer, 0), peer);
+        assert_eq!(client_ip(&h, peer, 1), "2.2.2.2".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(&h, peer, 2), "1.1.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(&h, peer, 5), "1.1.1.1".parse::<IpAddr>().unwrap());
+    }
+}

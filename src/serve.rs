@@ -1,0 +1,203 @@
+//! `strangler serve`: load the config, open the store, bind the proxy,
+//! reload on SIGHUP, drain on SIGTERM/SIGINT, flush the store, exit 0.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
+use crate::config_file;
+use crate::state::{Live, Shared};
+
+/// Called with the bound address once the proxy listens.
+pub type OnListening = Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>;
+
+/// Options of `serve` (and of the proxy `demo` starts).
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub data: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub access_log: bool,
+    pub on_listening: Option<OnListening>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up tracing: `RUST_LOG` filters (default `info`), text or JSON lines on stderr.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
+
+/// The one crypto provider: aws-lc-rs.
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Opens the sled store; `cache_capacity` is capped so the store's memory stays bounded.
+pub fn open_store(path: &Path) -> Result<sled::Db, String> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(64 * 1024 * 1024)
+        .flush_every_ms(Some(500))
+        .open()
+        .map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("lock")
+                || msg.contains("WouldBlock")
+                || msg.contains("temporarily unavailable")
+            {
+                format!(
+                    "cannot open store at {}: it is in use by another strangler process",
+                    path.display()
+                )
+            } else {
+                format!("cannot open store at {}: {msg}", path.display())
+            }
+        })
+}
+
+pub fn run(opts: ServeOptions) -> ExitCode {
+    init_logging(opts.log_format);
+    install_crypto();
+    let config = match config_file::load(&opts.config) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{line}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let workers = config
+        .listen
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(serve(opts, config))
+}
+
+/// Serves with an already loaded config until SIGTERM/SIGINT.
+pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitCode {
+    let store_path = opts
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&config.store.path));
+    let store = match open_store(&store_path) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let tls = match &config.listen.tls {
+        Some(t) => match crate::server::tls_acceptor(&t.cert, &t.key) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    let addr = config.listen.proxy;
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bound = listener.local_addr().unwrap_or(addr);
+    let shared = Arc::new(Shared {
+        live: ArcSwap::from_pointee(Live::build(Arc::new(config), None)),
+        config_path: opts.config.clone(),
+        access_log: opts.access_log,
+        tls: tls.is_some(),
+        store: Some(store),
+    });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("strangler: proxy listening on {scheme}://{bound}");
+    tracing::info!(%bound, config = %opts.config.display(), "proxy listening");
+    if let Some(cb) = &opts.on_listening {
+        cb(bound);
+    }
+
+    spawn_reload_on_sighup(shared.clone());
+    let drained = crate::server::run(listener, shared.clone(), tls, shutdown_signal()).await;
+    if !drained {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+    if let Some(db) = &shared.store
+        && let Err(e) = db.flush_async().await
+    {
+        tracing::error!("flushing the store failed: {e}");
+    }
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn spawn_reload_on_sighup(shared: Arc<Shared>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload is unavailable");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = shared.reload().await;
+        }
+    });
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested; no longer accepting connections");
+}

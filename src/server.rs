@@ -1,0 +1,153 @@
+//! The server loop: accept connections (plain or TLS), serve HTTP/1.1 and
+//! HTTP/2 on each with the configured limits, and on shutdown stop
+//! accepting and drain in-flight requests within the drain timeout.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::state::Shared;
+
+/// Connection settings taken from `[listen]`.
+fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
+    let live = shared.live.load();
+    let listen = &live.config().listen;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(listen.header_read_timeout)
+        .max_buf_size(listen.max_header_bytes.max(8192))
+        .max_headers(listen.max_headers)
+        .writev(false)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(listen.h2_max_streams)
+        .max_header_list_size(listen.max_header_bytes as u32)
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Accepts and serves until `shutdown` completes, then stops accepting and
+/// waits up to the drain timeout for in-flight requests. Returns whether
+/// every connection finished in time.
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) -> bool {
+    let builder = Arc::new(builder(&shared));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                serve_connection(stream, peer, &shared, &builder, tls.as_ref(), &graceful);
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let drain = shared.live.load().config().listen.drain_timeout;
+    tracing::info!(
+        connections = graceful.count(),
+        ?drain,
+        "draining in-flight requests"
+    );
+    tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_ok()
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<&TlsAcceptor>,
+    graceful: &GracefulShutdown,
+) {
+    let shared2 = shared.clone();
+    let service = service_fn(move |req| crate::proxy::handle(shared2.clone(), peer, req));
+    match tls {
+        None => {
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let fut = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::debug!(%peer, "connection ended with error: {e}");
+                }
+            });
+        }
+        Some(acceptor) => {
+            let acceptor = acceptor.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let handshake_timeout = shared.live.load().config().listen.header_read_timeout;
+            tokio::spawn(async move {
+                let tls_stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let conn = builder
+                    .serve_connection(TokioIo::new(tls_stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%peer, "connection ended with error: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// TLS for the proxy listener: the PEM certificate chain and key, with ALPN
+/// offering h2 and http/1.1.
+pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read TLS certificate {cert}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid TLS certificate {cert}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate found in {cert}"));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read TLS key {key}: {e}"))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("invalid TLS certificate or key: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
