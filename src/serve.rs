@@ -141,7 +141,12 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
         store: Some(store),
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("strangler: proxy listening on {scheme}://{bound}");
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "strangler: proxy listening on {scheme}://{bound}");
+        let _ = out.flush();
+    }
     tracing::info!(%bound, config = %opts.config.display(), "proxy listening");
     if let Some(cb) = &opts.on_listening {
         cb(bound);

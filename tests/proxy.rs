@@ -1,0 +1,702 @@
+//! The real proxy (`strangler serve`) against real HTTP backends on
+//! 127.0.0.1:0: routing, splits, headers, errors, health, reload, drain,
+//! large bodies, HTTP/2 and TLS.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use support::{Backend, Proxy, client, get, raw, send};
+
+fn upstreams(list: &[(&str, &Backend)]) -> String {
+    list.iter()
+        .map(|(name, b)| format!("[upstreams.{name}]\nurls = [\"{}\"]\n", b.url()))
+        .collect()
+}
+
+/// A port nothing listens on, below Linux's ephemeral range so that no
+/// server a parallel test binds to port 0 can take it.
+fn closed_port() -> u16 {
+    (20_000..30_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_matcher_routes_end_to_end() {
+    let (mono, a, b) = (
+        Backend::start("mono").await,
+        Backend::start("a").await,
+        Backend::start("b").await,
+    );
+    let cfg = format!(
+        r#"{}
+[default]
+upstream = "mono"
+
+[[routes]]
+name = "prefix"
+match.path_prefix = "/api/orders"
+upstream = "a"
+
+[[routes]]
+name = "template"
+match.path_template = "/api/users/{{id}}"
+upstream = "b"
+
+[[routes]]
+name = "regex"
+match.path_regex = "/reports/[0-9]+"
+upstream = "b"
+
+[[routes]]
+name = "method"
+match.path = "/submit"
+match.methods = ["POST"]
+upstream = "a"
+
+[[routes]]
+name = "host"
+match.host = "*.internal"
+upstream = "b"
+
+[[routes]]
+name = "header"
+match.path = "/h"
+match.headers = {{ "x-beta" = "1" }}
+upstream = "a"
+
+[[routes]]
+name = "query"
+match.path = "/q"
+match.query = {{ "v" = "2" }}
+upstream = "a"
+
+[[routes]]
+name = "cookie"
+match.path = "/c"
+match.cookies = {{ "beta" = "1" }}
+upstream = "b"
+"#,
+        upstreams(&[("mono", &mono), ("a", &a), ("b", &b)])
+    );
+    let proxy = Proxy::start(&cfg);
+    let c = client();
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("GET", "/api/orders/7", vec![], "a"),
+        ("GET", "/api/ordersX", vec![], "mono"),
+        ("GET", "/api/users/42", vec![], "b"),
+        ("GET", "/api/users/42/x", vec![], "mono"),
+        ("GET", "/reports/2024", vec![], "b"),
+        ("GET", "/reports/2024/x", vec![], "mono"),
+        ("POST", "/submit", vec![], "a"),
+        ("GET", "/submit", vec![], "mono"),
+        ("GET", "/anything", vec![("host", "svc.internal:8080")], "b"),
+        ("GET", "/h", vec![("x-beta", "1")], "a"),
+        ("GET", "/h", vec![("x-beta", "2")], "mono"),
+        ("GET", "/q?v=2", vec![], "a"),
+        ("GET", "/q?v=3", vec![], "mono"),
+        ("GET", "/c", vec![("cookie", "a=b; beta=1")], "b"),
+        ("GET", "/c", vec![("cookie", "beta=0")], "mono"),
+        ("GET", "/not/routed", vec![], "mono"),
+    ];
+    for (method, path, headers, want) in cases {
+        let r = send(&c, method, &proxy.url(path), &headers, "").await;
+        assert_eq!(r.status, 200, "{method} {path}");
+        assert_eq!(r.backend(), want, "{method} {path} {headers:?}");
+        assert_eq!(
+            r.json()["path"],
+            path.split('?').next().unwrap_or(path),
+            "path forwarded as is"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_split_lands_within_two_points() {
+    let (mono, new) = (Backend::start("mono").await, Backend::start("new").await);
+    let cfg = format!(
+        "{}[default]\nupstream = \"mono\"\n[[routes]]\nname = \"s\"\nmatch.path_prefix = \"/s\"\nsplit = {{ new = 30, mono = 70 }}\n",
+        upstreams(&[("mono", &mono), ("new", &new)])
+    );
+    let proxy = Proxy::start(&cfg);
+    let url = proxy.url("/s");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            for _ in 0..500 {
+                let r = get(&c, &url, &[]).await;
+                assert_eq!(r.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let share = new.requests() as f64 / 10_000.0;
+    assert_eq!(new.requests() + mono.requests(), 10_000);
+    assert!((share - 0.30).abs() <= 0.02, "new got {share}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_users_always_land_on_the_same_side() {
+    let (mono, new) = (Backend::start("mono").await, Backend::start("new").await);
+    let cfg = format!(
+        "{}[default]\nupstream = \"mono\"\n[[routes]]\nname = \"s\"\nmatch.path_prefix = \"/s\"\nsplit = {{ new = 50, mono = 50 }}\nsticky = \"header:x-user-id\"\n",
+        upstreams(&[("mono", &mono), ("new", &new)])
+    );
+    let proxy = Proxy::start(&cfg);
+    let c = client();
+    let mut sides: HashMap<String, String> = HashMap::new();
+    for round in 0..5 {
+        for user in 0..100 {
+            let id = format!("user-{user}");
+            let r = get(&c, &proxy.url("/s/x"), &[("x-user-id", &id)]).await;
+            let side = r.backend();
+            if round == 0 {
+                sides.insert(id, side);
+            } else {
+                assert_eq!(sides[&id], side, "{id} flipped");
+            }
+        }
+    }
+    let on_new = sides.values().filter(|s| *s == "new").count();
+    assert!((25..=75).contains(&on_new), "{on_new} of 100 users on new");
+    // The same users land on the same sides in another process (stable hash).
+    drop(proxy);
+    let proxy = Proxy::start(&cfg);
+    for (id, side) in &sides {
+        let r = get(&c, &proxy.url("/s/x"), &[("x-user-id", id)]).await;
+        assert_eq!(&r.backend(), side, "{id} moved after restart");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
+    let (mono, other) = (Backend::start("mono").await, Backend::start("other").await);
+    let cfg = format!(
+        "{}[default]\nupstream = \"mono\"\n[[routes]]\nname = \"rw\"\nmatch.path = \"/rw\"\nupstream = \"other\"\nhost_rewrite = \"other.internal\"\n",
+        upstreams(&[("mono", &mono), ("other", &other)])
+    );
+    let proxy = Proxy::start(&cfg);
+    let c = client();
+    let r = get(
+        &c,
+        &proxy.url("/x?a=%20b&c"),
+        &[
+            ("host", "shop.example.com"),
+            ("connection", "x-private"),
+            ("x-private", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("x-forwarded-for", "9.9.9.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-end-to-end", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    for gone in [
+        "x-private",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "connection",
+    ] {
+        assert!(
+            seen["headers"][gone].is_null(),
+            "{gone} reached the upstream: {seen}"
+        );
+    }
+    assert_eq!(r.seen_header("x-end-to-end"), vec!["kept"]);
+    assert_eq!(r.seen_header("host"), vec!["shop.example.com"]);
+    assert_eq!(r.seen_header("x-forwarded-for"), vec!["9.9.9.9, 127.0.0.1"]);
+    // Without trusted hops, the client's X-Forwarded-Proto is not believed.
+    assert_eq!(r.seen_header("x-forwarded-proto"), vec!["http"]);
+    assert_eq!(r.seen_header("x-forwarded-host"), vec!["shop.example.com"]);
+    assert_eq!(r.seen_header("via"), vec!["1.1 strangler"]);
+    assert_eq!(seen["query"], "a=%20b&c", "query forwarded byte for byte");
+
+    let r = get(&c, &proxy.url("/hop"), &[]).await;
+    assert!(
+        r.headers.get("x-internal").is_none(),
+        "Connection-listed response header leaked"
+    );
+    assert!(r.headers.get("keep-alive").is_none());
+    assert_eq!(
+        r.headers.get("x-kept").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert!(
+        r.headers
+            .get("via")
+            .is_some_and(|v| v.to_str().unwrap_or("").contains("strangler"))
+    );
+
+    let r = get(&c, &proxy.url("/rw"), &[("host", "shop.example.com")]).await;
+    assert_eq!(r.backend(), "other");
+    assert_eq!(r.seen_header("host"), vec!["other.internal"]);
+    assert_eq!(r.seen_header("x-forwarded-host"), vec!["shop.example.com"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_hops_find_the_client_and_keep_forwarded_proto() {
+    let mono = Backend::start("mono").await;
+    let cfg = format!(
+        "{}[default]\nupstream = \"mono\"\n",
+        upstreams(&[("mono", &mono)])
+    );
+    let mut proxy = Proxy::start_with("trusted_hops = 1", &cfg, &[]);
+    let c = client();
+    let r = get(
+        &c,
+        &proxy.url("/who"),
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.seen_header("x-forwarded-for"),
+        vec!["203.0.113.7, 127.0.0.1"]
+    );
+    assert_eq!(r.seen_header("x-forwarded-proto"), vec!["https"]);
+    let line = proxy.wait_for_log("path=\"/who\"");
+    assert!(line.contains("client=203.0.113.7"), "{line}");
+    assert!(
+        line.contains("status=200") && line.contains("upstream=\"mono\""),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_400_and_431() {
+    let mono = Backend::start("mono").await;
+    let cfg = format!(
+        "{}[default]\nupstream = \"mono\"\n",
+        upstreams(&[("mono", &mono)])
+    );
+    let proxy = Proxy::start_with("max_header_bytes = 8192", &cfg, &[]);
+    let no_host = raw(proxy.addr, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
+    assert!(
+        no_host.contains("\"error\":\"missing Host header\""),
+        "{no_host}"
+    );
+    let two_hosts = raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+    assert!(
+        two_hosts.contains("more than one Host header"),
+        "{two_hosts}"
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nx-big: {}\r\n\r\n",
+        "y".repeat(20_000)
+    );
+    let too_large = raw(proxy.addr, big.as_bytes()).await;
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large}");
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let too_many = raw(
+        proxy.addr,
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(too_many.starts_with("HTTP/1.1 431"), "{too_many}");
+    assert_eq!(mono.requests(), 0, "nothing reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_faults_are_502_503_504_with_json() {
+    let slow = Backend::start("slow").await;
+    let sick = Backend::start("sick").await;
+    sick.set_healthy(false);
+    let dead = closed_port();
+    let cfg = format!(
+        r#"[upstreams.dead]
+urls = ["http://127.0.0.1:{dead}"]
+[upstreams.slow]
+urls = ["{}"]
+[upstreams.sick]
+urls = ["{}"]
+health = {{ path = "/healthz", interval = "100ms", timeout = "1s" }}
+[default]
+upstream = "dead"
+[[routes]]
+name = "slow"
+match.path = "/gate"
+upstream = "slow"
+timeout = "300ms"
+[[routes]]
+name = "sick"
+match.path_prefix = "/sick"
+upstream = "sick"
+"#,
+        slow.url(),
+        sick.url()
+    );
+    let proxy = Proxy::start(&cfg);
+    let c = client();
+
+    let r = get(&c, &proxy.url("/x"), &[]).await;
+    assert_eq!(r.status, 502);
+    let j = r.json();
+    assert_eq!(j["upstream"], "dead");
+    assert!(j["route"].is_null());
+    assert!(j["error"].as_str().unwrap_or("").contains("connect"), "{j}");
+    assert_eq!(r.headers["content-type"], "application/json");
+
+    let r = get(&c, &proxy.url("/gate"), &[]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["route"], "slow");
+    assert_eq!(r.json()["upstream"], "slow");
+    slow.open_gate();
+
+    // The first health check runs at once; until it has, the instance counts as healthy.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = get(&c, &proxy.url("/sick"), &[]).await;
+        if r.status == 503 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"], "no healthy upstream instance");
+    assert_eq!(r.json()["route"], "sick");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_tries_another_instance() {
+    let live = Backend::start("live").await;
+    let dead = closed_port();
+    let cfg = format!(
+        "[upstreams.mono]\nurls = [\"http://127.0.0.1:{dead}\", \"{}\"]\neject_after = 1000\n[default]\nupstream = \"mono\"\n",
+        live.url()
+    );
+    let proxy = Proxy::start(&cfg);
+    let c = client();
+    for i in 0..10 {
+        let r = send(&c, "POST", &proxy.url("/p"), &[], format!("body {i}")).await;
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(
+            r.json()["body_len"],
+            format!("body {i}").len(),
+            "body reached the live instance"
+        );
+    }
+    assert_eq!(live.requests(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_instance_is_ejected_and_returns() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    a.set_failing(true);
+    let cfg = format!(
+        "[upstreams.mono]\nurls = [\"{}\", \"{}\"]\neject_after = 3\neject_for = \"300ms\"\n[default]\nupstream = \"mono\"\n",
+        a.url(),
+        b.url()
+    );
+    let proxy = Proxy::start(&cfg);
+    let c = client();
+    // Round robin: a's failures are passed through until it is ejected.
+    let mut failures = 0;
+    for _ in 0..6 {
+        if get(&c, &proxy.url("/x"), &[]).await.status == 503 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 3, "a answered 503 three times, then was ejected");
+    let before = a.requests();
+    for _ in 0..10 {
+        assert_eq!(get(&c, &proxy.url("/x"), &[]).await.backend(), "b");
+    }
+    assert_eq!(a.requests(), before, "ejected instance got no traffic");
+    // Healthy again: after eject_for it gets traffic again.
+    a.set_failing(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if get(&c, &proxy.url("/x"), &[]).await.backend() == "a" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a never returned");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_body_streams_both_ways_in_bounded_memory() {
+    use http_body_util::BodyExt;
+    let mono = Backend::start("mono").await;
+    let cfg = format!(
+        "{}[default]\nupstream = \"mono\"\n",
+        upstreams(&[("mono", &mono)])
+    );
+    let proxy = Proxy::start(&cfg);
+    const SIZE: usize = 100 * 1024 * 1024;
+
+    // Upload and echo: the request streams up while the response streams back.
+    let up: hyper_util::client::legacy::Client<_, support::Chunks> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let req = http::Request::post(proxy.url("/echo"))
+        .body(support::Chunks::new(SIZE))
+        .expect("request");
+    let resp = up.request(req).await.expect("echo");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            got += data.len();
+        }
+    }
+    assert_eq!(got, SIZE);
+
+    // Download.
+    let c = client();
+    let resp = c
+        .request(
+            http::Request::get(proxy.url(&format!("/bytes/{SIZE}")))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("download");
+    let mut body = resp.into_body();
+    let mut got = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            got += data.len();
+        }
+    }
+    assert_eq!(got, SIZE);
+    let peak = proxy.peak_rss_kb();
+    assert!(
+        peak > 0 && peak < 64 * 1024,
+        "proxy peak RSS {peak} kB: bodies were buffered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_the_table_and_keeps_in_flight_requests() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let body = |target: &str| {
+        format!(
+            "{}[default]\nupstream = \"a\"\n[[routes]]\nname = \"r\"\nmatch.path_prefix = \"/\"\nupstream = \"{target}\"\n",
+            upstreams(&[("a", &a), ("b", &b)])
+        )
+    };
+    let mut proxy = Proxy::start(&body("a"));
+    let c = client();
+    assert_eq!(get(&c, &proxy.url("/x"), &[]).await.backend(), "a");
+
+    let mut arrived = a.watch_gate();
+    let url = proxy.url("/gate");
+    let in_flight = tokio::spawn(async move { get(&client(), &url, &[]).await });
+    arrived.recv().await.expect("gated request reached a");
+
+    proxy.reload(&body("b"));
+    proxy.wait_for_log("config reloaded");
+    assert_eq!(
+        get(&c, &proxy.url("/x"), &[]).await.backend(),
+        "b",
+        "next request uses the new table"
+    );
+
+    a.open_gate();
+    let r = in_flight.await.expect("in-flight request");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.backend(),
+        "a",
+        "the in-flight request finished where it started"
+    );
+
+    // An invalid config is refused; the old table keeps serving.
+    std::fs::write(&proxy.config_path, "[[routes]]\nname = 1\n").expect("write");
+    proxy.signal("HUP");
+    let line = proxy.wait_for_log("config reload failed");
+    assert!(line.contains("strangler.toml:2"), "{line}");
+    assert_eq!(get(&c, &proxy.url("/x"), &[]).await.backend(), "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let a = Backend::start("a").await;
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let mut proxy = Proxy::start(&cfg);
+    let mut arrived = a.watch_gate();
+    let url = proxy.url("/gate");
+    let in_flight = tokio::spawn(async move { get(&client(), &url, &[]).await });
+    arrived.recv().await.expect("gated request arrived");
+
+    proxy.signal("TERM");
+    proxy.wait_for_log("draining in-flight requests");
+    // No new connections once draining.
+    assert!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
+        "still accepting"
+    );
+
+    a.open_gate();
+    let r = in_flight.await.expect("in-flight");
+    assert_eq!(
+        r.status, 200,
+        "in-flight request completed during the drain"
+    );
+    assert_eq!(
+        tokio::task::spawn_blocking(move || proxy.wait_exit())
+            .await
+            .expect("join"),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_with_prior_knowledge() {
+    let a = Backend::start("a").await;
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let proxy = Proxy::start(&cfg);
+    let h2: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let r = get(&h2, &proxy.url("/over-h2?x=1"), &[]).await;
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["path"], "/over-h2");
+    assert_eq!(
+        j["version"], "HTTP/1.1",
+        "upstreams are spoken to in HTTP/1.1"
+    );
+    assert_eq!(
+        r.seen_header("host"),
+        vec![proxy.addr.to_string()],
+        "Host from :authority"
+    );
+    assert_eq!(r.seen_header("via"), vec!["2 strangler"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_h2_by_alpn() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        cert_path.display(),
+        key_path.display()
+    );
+    let proxy = Proxy::start_with(&tls, &cfg, &[]);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let tls_config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config)
+        .https_only()
+        .enable_http2()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let url = format!("https://localhost:{}/secure", proxy.addr.port());
+    let resp = client
+        .request(
+            http::Request::get(url)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("req"),
+        )
+        .await
+        .expect("https request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.version(),
+        http::Version::HTTP_2,
+        "h2 negotiated by ALPN"
+    );
+    use http_body_util::BodyExt;
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let j: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(j["headers"]["x-forwarded-proto"][0], "https");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_use_is_one_line_and_exit_1() {
+    let a = Backend::start("a").await;
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let first = Proxy::start(&cfg);
+    let data = first.dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["serve", "--config"])
+        .arg(&first.config_path)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("in use by another strangler process"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_starts_and_answers() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["demo", "--port", "0", "--admin-port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep reading to the end, as a terminal would.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(r) = line.trim().strip_prefix("proxy") {
+                let _ = tx.send(r.trim().trim_start_matches("http://").to_string());
+            }
+        }
+    });
+    let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .expect("join")
+        .expect("demo printed the proxy address");
+    let c = client();
+    let users = get(&c, &format!("http://{addr}/api/users"), &[]).await;
+    assert_eq!(users.status, 200);
+    assert_eq!(users.json()["served_by"], "monolith");
+    let mut seen = std::collections::HashSet::new();
+    for u in 0..40 {
+        let r = get(
+            &c,
+            &format!("http://{addr}/api/orders/7"),
+            &[("x-user-id", &u.to_string())],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        seen.insert(r.json()["served_by"].as_str().unwrap_or("").to_string());
+    }
+    assert!(
+        seen.contains("monolith") && seen.contains("orders-service"),
+        "{seen:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,512 @@
+//! Test harness: fake upstreams on 127.0.0.1:0 (real hyper servers), the
+//! real `strangler` binary started on port 0 with a config written to a
+//! temp dir, and a small HTTP client.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc as tmpsc};
+
+type RespBody = BoxBody<Bytes, hyper::Error>;
+
+/// A fake upstream. Paths:
+/// - `/status/{code}`: that status;
+/// - `/gate`: reports arrival, then waits until `open_gate()`;
+/// - `/echo`: streams the request body back;
+/// - `/bytes/{n}`: streams n bytes;
+/// - `/hop`: answers with hop-by-hop headers;
+/// - `/healthz`: 200, or 500 while `set_healthy(false)`;
+/// - anything else: JSON describing the request (`backend`, `method`,
+///   `path`, `query`, `headers`, `body_len`).
+///
+/// While `set_failing(true)` every request but /healthz gets 503.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    state: Arc<BackendState>,
+}
+
+struct BackendState {
+    name: String,
+    requests: AtomicUsize,
+    failing: AtomicBool,
+    healthy: AtomicBool,
+    gate: Notify,
+    arrived: Mutex<Option<tmpsc::UnboundedSender<()>>>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let state = Arc::new(BackendState {
+            name: name.to_string(),
+            requests: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
+            gate: Notify::new(),
+            arrived: Mutex::new(None),
+        });
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            name: name.to_string(),
+            state,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Returns a receiver that gets one message per request arriving at `/gate`.
+    pub fn watch_gate(&self) -> tmpsc::UnboundedReceiver<()> {
+        let (tx, rx) = tmpsc::unbounded_channel();
+        *self.state.arrived.lock().expect("lock") = Some(tx);
+        rx
+    }
+
+    /// Lets every request waiting at `/gate` (and the next one) through.
+    pub fn open_gate(&self) {
+        self.state.gate.notify_waiters();
+        self.state.gate.notify_one();
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> RespBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn handle(
+    st: Arc<BackendState>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        let ok = st.healthy.load(Ordering::SeqCst);
+        let mut r = Response::new(full(if ok { "ok" } else { "sick" }));
+        *r.status_mut() = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        return Ok(r);
+    }
+    st.requests.fetch_add(1, Ordering::SeqCst);
+    if st.failing.load(Ordering::SeqCst) {
+        let mut r = Response::new(full(format!(
+            "{{\"backend\":\"{}\",\"failing\":true}}",
+            st.name
+        )));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return Ok(r);
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        let mut r = Response::new(full(format!("{{\"backend\":\"{}\"}}", st.name)));
+        *r.status_mut() = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::OK);
+        return Ok(r);
+    }
+    if path == "/gate" {
+        let notified = st.gate.notified();
+        if let Some(tx) = st.arrived.lock().expect("lock").as_ref() {
+            let _ = tx.send(());
+        }
+        notified.await;
+        return Ok(Response::new(full(format!(
+            "{{\"backend\":\"{}\",\"gate\":\"passed\"}}",
+            st.name
+        ))));
+    }
+    if path == "/echo" {
+        let body = req.into_body().boxed();
+        return Ok(Response::new(body));
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0);
+        let body = Repeat {
+            left: n,
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        };
+        return Ok(Response::new(body.boxed()));
+    }
+    if path == "/hop" {
+        let mut r = Response::new(full("hop"));
+        let h = r.headers_mut();
+        h.insert("connection", "x-internal".parse().expect("value"));
+        h.insert("x-internal", "secret".parse().expect("value"));
+        h.insert("keep-alive", "timeout=5".parse().expect("value"));
+        h.insert("x-kept", "1".parse().expect("value"));
+        return Ok(r);
+    }
+    let (parts, body) = req.into_parts();
+    let body_len = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in &parts.headers {
+        headers
+            .entry(k.to_string())
+            .or_default()
+            .push(v.to_str().unwrap_or("").to_string());
+    }
+    let json = serde_json::json!({
+        "backend": st.name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_len": body_len,
+        "version": format!("{:?}", parts.version),
+    });
+    Ok(Response::new(full(json.to_string())))
+}
+
+/// A streamed body of `left` bytes, produced chunk by chunk.
+pub struct Repeat {
+    left: usize,
+    chunk: Bytes,
+}
+
+impl hyper::body::Body for Repeat {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len());
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+}
+
+/// The real binary, serving a config on 127.0.0.1:0.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    logs: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+/// `[listen]` and `[store]` for a test, followed by `body`.
+pub fn config_with(dir: &std::path::Path, listen_extra: &str, body: &str) -> String {
+    format!(
+        "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{listen_extra}\n[store]\npath = \"{}\"\n\n{body}",
+        dir.join("data").display()
+    )
+}
+
+impl Proxy {
+    pub fn start(body: &str) -> Proxy {
+        Self::start_with("", body, &[])
+    }
+
+    /// Starts with extra `[listen]` lines and extra CLI arguments.
+    pub fn start_with(listen_extra: &str, body: &str, args: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("strangler.toml");
+        std::fs::write(&config_path, config_with(dir.path(), listen_extra, body))
+            .expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strangler"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strangler");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, logs) = mpsc::channel();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx2.send(line);
+            }
+        });
+        let (addr_tx, addr_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("strangler: proxy listening on ") {
+                    let a = a
+                        .trim_start_matches("http://")
+                        .trim_start_matches("https://");
+                    let _ = addr_tx.send(a.parse::<SocketAddr>());
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let mut proxy_logs = Vec::new();
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(a)) => a,
+            other => {
+                let _ = child.kill();
+                while let Ok(l) = logs.try_recv() {
+                    proxy_logs.push(l);
+                }
+                panic!("proxy did not start: {other:?}\n{}", proxy_logs.join("\n"));
+            }
+        };
+        Proxy {
+            child,
+            addr,
+            dir,
+            config_path,
+            logs,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (HUP, TERM, ...).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Rewrites the config body (same listen/store) and sends SIGHUP.
+    pub fn reload(&mut self, body: &str) {
+        std::fs::write(&self.config_path, config_with(self.dir.path(), "", body))
+            .expect("write config");
+        self.signal("HUP");
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.logs.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no log line containing {needle:?}; saw:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Peak resident memory of the proxy process, in kB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP/1.1 client with keep-alive.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The backend that answered (from the echo JSON).
+    pub fn backend(&self) -> String {
+        self.json()["backend"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Values of a header as the backend saw it.
+    pub fn seen_header(&self, name: &str) -> Vec<String> {
+        self.json()["headers"][name]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Sends a request; `headers` are (name, value) pairs.
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).expect("request");
+    let resp = client.request(req).await.expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    send(client, "GET", url, headers, Bytes::new()).await
+}
+
+/// Sends raw bytes on a new connection and returns everything read until
+/// the server closes or a full response head arrived.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                out.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&out);
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let len = text[..head_end].lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
+                    if let Some(len) = len
+                        && out.len() >= head_end + 4 + len
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A streamed request body of `n` bytes.
+pub type Chunks = Repeat;
+
+impl Repeat {
+    pub fn new(n: usize) -> Repeat {
+        Repeat {
+            left: n,
+            chunk: Bytes::from(vec![b'z'; 64 * 1024]),
+        }
+    }
+}
