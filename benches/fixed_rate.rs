@@ -13,7 +13,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if args.len() < 3 {
         eprintln!("usage: fixed_rate URL RATE SECONDS [CONNECTIONS]");
         return;
@@ -28,7 +31,10 @@ fn main() {
     let rate: f64 = args[1].parse().unwrap_or(1000.0);
     let secs: f64 = args[2].parse().unwrap_or(10.0);
     let conns: usize = args.get(3).and_then(|c| c.parse().ok()).unwrap_or(50);
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
@@ -54,7 +60,9 @@ async fn run(url: http::Uri, rate: f64, secs: f64, conns: usize) {
                 return (lat, 1);
             };
             let _ = stream.set_nodelay(true);
-            let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
                 return (lat, 1);
             };
             tokio::spawn(conn);

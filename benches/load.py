@@ -8,6 +8,8 @@ FIXED_RATE, ROUNDS, SECS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 TICK = os.sysconf("SC_CLK_TCK")
 SMALL = '{"id":7,"user":3,"status":"open","items":[{"sku":"sku-1","qty":2,"price":12.5},{"sku":"sku-42","qty":1,"price":3.0}],"total":28.0,"currency":"EUR","served_by":"monolith","note":"a small JSON body of 226 bytes....."}'
 work = tempfile.mkdtemp(prefix="strangler-load-")
+os.chmod(work, 0o755)  # nginx workers run as nobody
+FLOOR = sys.argv[4] if len(sys.argv) > 4 else None
 procs = []
 
 
@@ -82,6 +84,8 @@ try:
     bport, nport, hport, sport = free_port(), free_port(), free_port(), free_port()
     with open(f"{work}/big", "wb") as f:
         f.write(b"x" * (1 << 20))
+    os.chmod(f"{work}/big", 0o644)
+    fport = free_port()
     common = f"pid {work}/%s.pid; error_log {work}/%s.err; events {{ worker_connections 4096; }}"
     with open(f"{work}/backend.conf", "w") as f:
         f.write(common % ("backend", "backend") + f"""
@@ -141,7 +145,8 @@ upstream = "backend"
     haproxy = start(["haproxy", "-f", f"{work}/haproxy.cfg"])
     strangler = start(["target/release/strangler", "serve", "--config", f"{work}/strangler.toml", "--access-log", "off"],
                       env=dict(os.environ, RUST_LOG="warn"))
-    for p in (nport, hport, sport):
+    floor = start([FLOOR, f"127.0.0.1:{fport}", f"127.0.0.1:{bport}"]) if FLOOR else None
+    for p in (nport, hport, sport) + ((fport,) if floor else ()):
         wait_port(p)
     time.sleep(0.5)
     targets = {
@@ -149,6 +154,9 @@ upstream = "backend"
         "haproxy": (children(haproxy.pid), hport),
         "strangler": (children(strangler.pid), sport),
     }
+    if floor:
+        # The hyper floor: a minimal hyper proxy (benches/floor_proxy.rs).
+        targets["hyper floor"] = (children(floor.pid), fport)
     load = os.getloadavg()[0]
     print(f"load average before: {load:.2f} (other load on this machine skews absolute numbers; ratios are from the same run)")
 

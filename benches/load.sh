@@ -21,6 +21,8 @@ fi
 cargo build --release --quiet
 # The fixed-rate latency client (bench profile).
 cargo bench --bench fixed_rate --no-run --quiet 2>/dev/null || cargo bench --bench fixed_rate --no-run
+cargo bench --bench floor_proxy --no-run --quiet 2>/dev/null || cargo bench --bench floor_proxy --no-run
 FIXED_RATE=$(ls -t target/release/deps/fixed_rate-* | grep -v '\.d$' | head -1)
+FLOOR=$(ls -t target/release/deps/floor_proxy-* | grep -v '\.d$' | head -1)
 
-exec python3 benches/load.py "$FIXED_RATE" "${1:-3}" "${2:-10}"
+exec python3 benches/load.py "$FIXED_RATE" "${1:-3}" "${2:-10}" "$FLOOR"

@@ -26,7 +26,18 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes hop-by-hop headers, including every header named in Connection.
+/// One pass over the names first: most messages have none or one.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mut found = false;
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) {
+            found = true;
+            break;
+        }
+    }
+    if !found {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

@@ -90,7 +90,9 @@ pub fn run(opts: ServeOptions) -> ExitCode {
     // One worker: a current-thread runtime, which avoids the work-stealing
     // scheduler's cross-thread wake-ups (measurably cheaper per request).
     let built = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)

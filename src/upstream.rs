@@ -257,5 +257,6 @@ fn build_client(config: &Upstream) -> HttpClient {
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
+        .http1_writev(false)
         .build(https)
 }

@@ -700,3 +700,76 @@ async fn demo_starts_and_answers() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let proxy = Proxy::start_with("header_read_timeout = \"300ms\"", &cfg, &[]);
+
+    // A client that never finishes its headers.
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the proxy kept a slow client's connection open"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+
+    // An idle keep-alive connection is closed after the same time.
+    let mut idle = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "idle keep-alive connection never closed");
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        a.requests(),
+        1,
+        "only the complete request reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_as_json_or_off() {
+    let a = Backend::start("a").await;
+    let cfg = format!(
+        "{}[default]\nupstream = \"a\"\n[[routes]]\nname = \"orders\"\nmatch.path_prefix = \"/api/orders\"\nupstream = \"a\"\n",
+        upstreams(&[("a", &a)])
+    );
+    let mut proxy = Proxy::start_with("", &cfg, &["--log-format", "json"]);
+    let c = client();
+    get(&c, &proxy.url("/api/orders/7"), &[]).await;
+    let line = proxy.wait_for_log("strangler::access");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["route"], "orders");
+    assert_eq!(v["upstream"], "a");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/api/orders/7");
+    assert!(v["latency_ms"].as_f64().is_some());
+
+    let mut quiet = Proxy::start_with("", &cfg, &["--access-log", "off"]);
+    get(&c, &quiet.url("/api/orders/7"), &[]).await;
+    quiet.reload(&cfg);
+    quiet.wait_for_log("config reloaded");
+    assert!(
+        !quiet.seen.iter().any(|l| l.contains("strangler::access")),
+        "access log line written with --access-log off"
+    );
+}
