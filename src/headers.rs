@@ -70,6 +70,15 @@ pub fn via_version(v: Version) -> &'static str {
 
 /// Appends `VERSION strangler` to Via.
 pub fn append_via(headers: &mut HeaderMap, version: Version) {
+    if !headers.contains_key(header::VIA) {
+        let v = match version {
+            Version::HTTP_10 => HeaderValue::from_static("1.0 strangler"),
+            Version::HTTP_2 => HeaderValue::from_static("2 strangler"),
+            _ => HeaderValue::from_static("1.1 strangler"),
+        };
+        headers.insert(header::VIA, v);
+        return;
+    }
     let ours = match version {
         Version::HTTP_10 => "1.0 strangler",
         Version::HTTP_2 => "2 strangler",
@@ -79,7 +88,14 @@ pub fn append_via(headers: &mut HeaderMap, version: Version) {
 }
 
 fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    let mut joined = String::new();
+    // Common case, no earlier value: no joining, no copy of the old values.
+    let Some(existing) = headers.get(name) else {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name.clone(), v);
+        }
+        return;
+    };
+    let mut joined = String::with_capacity(existing.len() + value.len() + 2);
     for v in headers.get_all(name) {
         if let Ok(s) = v.to_str() {
             if !joined.is_empty() {

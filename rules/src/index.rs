@@ -112,12 +112,12 @@ impl PathIndex {
     /// from the trie and the regex set, merged in order with path-less routes.
     #[inline]
     pub fn first_match(&self, path: &str, mut pass: impl FnMut(u32) -> bool) -> Option<u32> {
-        let mut found: Vec<u32> = Vec::new();
+        let mut found = Candidates::default();
         if path.starts_with('/') {
             self.root.collect(segments(path), &mut found);
-            found.sort_unstable();
+            found.as_mut_slice().sort_unstable();
         }
-        let best = first_in_merged(&found, &self.pathless, u32::MAX, &mut pass);
+        let best = first_in_merged(found.as_slice(), &self.pathless, u32::MAX, &mut pass);
         let first_regex = self.regex_routes.first().copied().unwrap_or(u32::MAX);
         if best.is_some_and(|b| b < first_regex) {
             return best;
@@ -159,6 +159,48 @@ fn all_segments(path: &str) -> Vec<&str> {
         rest = after;
     }
     out
+}
+
+/// Candidate route numbers: on the stack up to 16, which is every realistic
+/// path, so a lookup does not allocate.
+#[derive(Default)]
+struct Candidates {
+    inline: [u32; 16],
+    len: usize,
+    spill: Vec<u32>,
+}
+
+impl Candidates {
+    #[inline]
+    fn extend_from_slice(&mut self, items: &[u32]) {
+        for &i in items {
+            if self.len < self.inline.len() {
+                self.inline[self.len] = i;
+                self.len += 1;
+            } else {
+                if self.spill.is_empty() {
+                    self.spill.extend_from_slice(&self.inline);
+                }
+                self.spill.push(i);
+            }
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u32] {
+        if self.spill.is_empty() {
+            &mut self.inline[..self.len]
+        } else {
+            &mut self.spill
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
 }
 
 /// Walks two ascending lists in merged order, below `limit`.
@@ -211,7 +253,7 @@ impl Node {
     /// Adds every route whose path matcher matches; `rest` is what is left
     /// of the path after this node (`None`: nothing, `Some("")`: a trailing
     /// empty segment).
-    fn collect(&self, rest: Option<&str>, out: &mut Vec<u32>) {
+    fn collect(&self, rest: Option<&str>, out: &mut Candidates) {
         out.extend_from_slice(&self.prefix);
         let Some(r) = rest else {
             out.extend_from_slice(&self.terminal);

@@ -185,3 +185,25 @@ fn many_heavy_regexes_keep_later_routes_reachable() {
         "after"
     );
 }
+
+/// More candidates than the inline buffer holds: order is still kept.
+#[test]
+fn many_candidates_for_one_path() {
+    let mut cfg = String::from(
+        "[upstreams.monolith]\nurls = [\"http://127.0.0.1:3000\"]\n[default]\nupstream = \"monolith\"\n",
+    );
+    for i in 0..40 {
+        cfg.push_str(&format!(
+            "[[routes]]\nname = \"r{i}\"\nmatch.path_prefix = \"/\"\nmatch.headers = {{ \"x-n\" = \"{i}\" }}\n"
+        ));
+    }
+    let table = RouteTable::new(Arc::new(Config::parse(&cfg, "t.toml").expect("valid")));
+    for n in [0, 15, 16, 17, 39] {
+        let req = SimpleRequest::new("GET", "/a/b").header("x-n", &n.to_string());
+        assert_eq!(table.find(&req), Target::Route(n));
+    }
+    assert_eq!(
+        table.find(&SimpleRequest::new("GET", "/a")),
+        Target::Default
+    );
+}
