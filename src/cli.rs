@@ -16,6 +16,17 @@ use crate::config_file;
     about = "A reverse proxy for strangler-fig migrations"
 )]
 pub struct Cli {
+    /// Admin API of the running proxy.
+    #[arg(
+        long,
+        global = true,
+        env = "STRANGLER_ADMIN",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    pub admin: String,
+    /// Who is making a change, recorded in history (default: $USER@hostname).
+    #[arg(long, global = true)]
+    pub actor: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -70,7 +81,59 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Ask the running proxy (runtime layer applied) instead of reading the file.
+        #[arg(long)]
+        live: bool,
     },
+    /// Routes with their live split, overrides, shadow and traffic.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give PERCENT of a route's traffic to its new service (the rest to the default upstream).
+    Shift {
+        route: String,
+        /// 0-100, e.g. 25 or 12.5.
+        percent: String,
+        /// The upstream to shift to; needed when the route has none or several besides the default.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send a route (or every route) entirely to the default upstream, at once.
+    Rollback {
+        route: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Drop a route's runtime overrides: the file applies again.
+    Reset {
+        route: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Turn a route's shadow traffic on or off.
+    Shadow {
+        route: String,
+        /// on or off
+        state: String,
+        #[arg(long)]
+        percent: Option<String>,
+    },
+    /// Versions of the runtime layer: who changed what, when and why.
+    History {
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the runtime layer as it was right after VERSION (a new version).
+    Revert { version: u64 },
+    /// Reload the config file in the running proxy.
+    Reload,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -122,7 +185,64 @@ pub fn main() -> ExitCode {
             headers,
             config,
             json,
-        } => crate::explain_cmd::run(&method, &url, &headers, &config, json),
+            live,
+        } => {
+            if live {
+                match admin_client(&cli.admin, cli.actor.clone()) {
+                    Ok(c) => crate::ctl::explain_live(&c, &method, &url, &headers, json),
+                    Err(code) => code,
+                }
+            } else {
+                crate::explain_cmd::run(&method, &url, &headers, &config, json)
+            }
+        }
+        other => {
+            let c = match admin_client(&cli.admin, cli.actor.clone()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            control(&c, other)
+        }
+    }
+}
+
+fn admin_client(
+    base: &str,
+    actor: Option<String>,
+) -> Result<crate::admin_client::AdminClient, ExitCode> {
+    let token = std::env::var("STRANGLER_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let actor = actor.unwrap_or_else(crate::admin_client::default_actor);
+    crate::admin_client::AdminClient::new(base, token, actor).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(e.exit_code())
+    })
+}
+
+fn control(c: &crate::admin_client::AdminClient, command: Command) -> ExitCode {
+    use crate::ctl;
+    match command {
+        Command::Status { json } => ctl::status(c, json),
+        Command::Shift {
+            route,
+            percent,
+            to,
+            reason,
+        } => ctl::shift(c, &route, &percent, to.as_deref(), reason.as_deref()),
+        Command::Rollback { route, all, reason } => {
+            ctl::rollback(c, route.as_deref(), all, reason.as_deref())
+        }
+        Command::Reset { route, reason } => ctl::reset(c, &route, reason.as_deref()),
+        Command::Shadow {
+            route,
+            state,
+            percent,
+        } => ctl::shadow(c, &route, &state, percent.as_deref()),
+        Command::History { route, json } => ctl::history(c, route.as_deref(), json),
+        Command::Revert { version } => ctl::revert(c, version),
+        Command::Reload => ctl::reload(c),
+        _ => ExitCode::from(1),
     }
 }
 

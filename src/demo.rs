@@ -231,8 +231,8 @@ pub fn run(opts: DemoOptions) -> ExitCode {
             data: None,
             log_format: LogFormat::Text,
             access_log: !traffic,
-            on_listening: Some(Arc::new(move |addr: SocketAddr| {
-                print_intro(addr, monolith, orders, &config_path);
+            on_listening: Some(Arc::new(move |addr: SocketAddr, admin: SocketAddr| {
+                print_intro(addr, admin, monolith, orders, &config_path);
                 if traffic {
                     tokio::spawn(generate_traffic(addr));
                 }
@@ -246,11 +246,15 @@ pub fn run(opts: DemoOptions) -> ExitCode {
 
 fn print_intro(
     proxy: SocketAddr,
+    admin: SocketAddr,
     monolith: SocketAddr,
     orders: SocketAddr,
     config: &std::path::Path,
 ) {
-    println!(
+    // A closed stdout (e.g. piped into `head`) must not stop the demo.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stdout().lock(),
         r#"
 strangler demo
   toy monolith      http://{monolith}   (users, orders, products)
@@ -264,9 +268,22 @@ Try:
   for u in 1 2 3 4 5 6 7 8 9 10; do curl -s http://{proxy}/api/orders/7 -H "x-user-id: $u" | grep -o '"served_by":"[^"]*"'; done
   strangler explain GET /api/orders/7 -H 'x-user-id: 3' --config {config}
 
-Edit the split in the config and send SIGHUP (kill -HUP {pid}) to reload. Ctrl-C stops the demo.
+Steer the migration from another terminal (admin API on http://{admin}{hint}):
+  strangler status                       # live split, overrides, traffic per side
+  strangler shift orders 50 --reason "canary looks good"
+  strangler rollback orders              # everyone back on the monolith, at once
+  strangler history                      # who changed what, when and why
+  strangler reset orders                 # back to the file's split
+
+Edit the config and send SIGHUP (kill -HUP {pid}) to reload. Ctrl-C stops the demo.
 "#,
         pid = std::process::id(),
+        admin = admin,
+        hint = if admin.port() == 9901 {
+            String::new()
+        } else {
+            format!("; first: export STRANGLER_ADMIN=http://{admin}")
+        },
         config = config.display()
     );
 }

@@ -2,9 +2,13 @@
 //! the command line, the server loop, the upstream pools and the live
 //! routing state; the rule engine lives in `strangler-rules`.
 
+pub mod admin;
+pub mod admin_client;
 pub mod body;
 pub mod cli;
 pub mod config_file;
+pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod error;
 pub mod explain_cmd;
@@ -13,4 +17,5 @@ pub mod proxy;
 pub mod serve;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod upstream;

@@ -42,6 +42,7 @@ pub async fn handle(
                 start,
                 None,
                 None,
+                None,
                 e.response(None, None),
             ));
         }
@@ -68,6 +69,7 @@ pub async fn handle(
                 start,
                 Some(name),
                 None,
+                None,
                 resp,
             ));
         }
@@ -75,6 +77,11 @@ pub async fn handle(
     let route_name = route.map(|r| r.name.as_str());
     let upstream_id = decision.upstream.unwrap_or(config.default_upstream);
     let pool = &live.pools[upstream_id.index()];
+    let slot = match decision.target {
+        Target::Route(i) => i + 1,
+        _ => 0,
+    };
+    let cell: &crate::stats::Cell = &live.cells[slot][upstream_id.index()];
     let upstream_name = Some(pool.name.as_str());
 
     // Headers for the upstream.
@@ -131,6 +138,7 @@ pub async fn handle(
                     start,
                     route_name,
                     upstream_name,
+                    Some(cell),
                     resp,
                 ));
             }
@@ -152,6 +160,7 @@ pub async fn handle(
                 start,
                 route_name,
                 upstream_name,
+                Some(cell),
                 resp,
             ));
         };
@@ -173,6 +182,7 @@ pub async fn handle(
                         start,
                         route_name,
                         upstream_name,
+                        Some(cell),
                         resp,
                     ));
                 }
@@ -211,6 +221,7 @@ pub async fn handle(
                     start,
                     route_name,
                     upstream_name,
+                    Some(cell),
                     resp,
                 ));
             }
@@ -235,6 +246,7 @@ pub async fn handle(
                     start,
                     route_name,
                     upstream_name,
+                    Some(cell),
                     resp,
                 ));
             }
@@ -256,6 +268,7 @@ pub async fn handle(
                     start,
                     route_name,
                     upstream_name,
+                    Some(cell),
                     resp,
                 ));
             }
@@ -269,6 +282,7 @@ pub async fn handle(
                     start,
                     route_name,
                     upstream_name,
+                    Some(cell),
                     resp,
                 ));
             }
@@ -296,14 +310,19 @@ fn finish(
     start: Instant,
     route: Option<&str>,
     upstream: Option<&str>,
+    cell: Option<&crate::stats::Cell>,
     resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
+    let status = resp.status().as_u16();
+    if let Some(cell) = cell {
+        cell.record(start.elapsed().as_micros() as u64, status >= 500);
+    }
     if shared.access_log {
         tracing::info!(
             target: "strangler::access",
             method = %parts.method,
             path = parts.uri.path(),
-            status = resp.status().as_u16(),
+            status,
             route = route.unwrap_or("-"),
             upstream = upstream.unwrap_or("-"),
             latency_ms = start.elapsed().as_secs_f64() * 1000.0,

@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
 use crate::config_file;
-use crate::state::{Live, Shared};
+use crate::state::Shared;
 
-/// Called with the bound address once the proxy listens.
-pub type OnListening = Arc<dyn Fn(std::net::SocketAddr) + Send + Sync>;
+/// Called with the bound proxy and admin addresses once both listen.
+pub type OnListening = Arc<dyn Fn(std::net::SocketAddr, std::net::SocketAddr) + Send + Sync>;
 
 /// Options of `serve` (and of the proxy `demo` starts).
 #[derive(Clone)]
@@ -141,23 +140,63 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
         }
     };
     let bound = listener.local_addr().unwrap_or(addr);
-    let shared = Arc::new(Shared {
-        live: ArcSwap::from_pointee(Live::build(Arc::new(config), None)),
-        config_path: opts.config.clone(),
-        access_log: opts.access_log,
-        tls: tls.is_some(),
-        store: Some(store),
-    });
+
+    // The admin API: a token, or loopback only.
+    let admin_addr = config.listen.admin;
+    let token = std::env::var(&config.admin.token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
+    if token.is_none() && !admin_addr.ip().is_loopback() {
+        eprintln!(
+            "refusing to start: the admin address {admin_addr} is not loopback and {} is not set",
+            config.admin.token_env
+        );
+        return ExitCode::from(1);
+    }
+    if token.is_none() {
+        tracing::warn!(
+            "{} is not set: the admin API on {admin_addr} needs no token (loopback only)",
+            config.admin.token_env
+        );
+    }
+    let admin_listener = match TcpListener::bind(admin_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {admin_addr} (admin): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let admin_bound = admin_listener.local_addr().unwrap_or(admin_addr);
+
+    let shared = match Shared::start(
+        config,
+        opts.config.clone(),
+        opts.access_log,
+        tls.is_some(),
+        Some(store),
+    ) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("cannot restore the runtime layer: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tokio::spawn(crate::admin::run(
+        admin_listener,
+        shared.clone(),
+        crate::admin::AdminAuth { token },
+    ));
     let scheme = if tls.is_some() { "https" } else { "http" };
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "strangler: proxy listening on {scheme}://{bound}");
+        let _ = writeln!(out, "strangler: admin listening on http://{admin_bound}");
         let _ = out.flush();
     }
     tracing::info!(%bound, config = %opts.config.display(), "proxy listening");
     if let Some(cb) = &opts.on_listening {
-        cb(bound);
+        cb(bound, admin_bound);
     }
 
     spawn_reload_on_sighup(shared.clone());
@@ -183,7 +222,7 @@ fn spawn_reload_on_sighup(shared: Arc<Shared>) {
             return;
         };
         while hup.recv().await.is_some() {
-            let _ = shared.reload().await;
+            let _ = shared.reload("SIGHUP").await;
         }
     });
 }

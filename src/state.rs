@@ -1,13 +1,17 @@
-//! The live routing state: the compiled route table and the upstream pools,
-//! swapped together atomically (arc-swap) on reload. A request loads it once
-//! and finishes on the state it started with.
+//! The live routing state: the compiled route table (the file's config with
+//! the runtime layer on top), the upstream pools and the stats cells,
+//! swapped together atomically (arc-swap) on reload or on a runtime change.
+//! A request loads it once and finishes on the state it started with.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use serde_json::Value;
 use strangler_rules::{Config, RouteTable};
 
+use crate::control::{self, ControlError, RuntimeLayer, VersionRecord, VersionStore};
+use crate::stats::{Cell, DEFAULT_ROUTE, Registry};
 use crate::upstream::UpstreamPool;
 
 /// One consistent generation of routing state.
@@ -16,12 +20,23 @@ pub struct Live {
     pub table: RouteTable,
     /// Indexed by `UpstreamId`.
     pub pools: Vec<Arc<UpstreamPool>>,
+    pub layer: RuntimeLayer,
+    /// The runtime layer's version.
+    pub version: u64,
+    /// Stats cells: `[route index + 1][upstream]`; slot 0 is "no route".
+    pub cells: Vec<Vec<Arc<Cell>>>,
 }
 
 impl Live {
-    /// Builds the state for `config`, keeping the pools (and their open
-    /// connections and health) of upstreams whose settings did not change.
-    pub fn build(config: Arc<Config>, previous: Option<&Live>) -> Live {
+    /// Builds the state for `config` with `layer` on top, keeping the pools
+    /// (and their open connections and health) of unchanged upstreams.
+    pub fn build(
+        config: Arc<Config>,
+        layer: RuntimeLayer,
+        version: u64,
+        previous: Option<&Live>,
+        stats: &Registry,
+    ) -> Live {
         let pools = config
             .upstreams
             .iter()
@@ -39,9 +54,24 @@ impl Live {
                 })
             })
             .collect();
+        let route_names =
+            std::iter::once(DEFAULT_ROUTE).chain(config.routes.iter().map(|r| r.name.as_str()));
+        let cells = route_names
+            .map(|r| {
+                config
+                    .upstreams
+                    .iter()
+                    .map(|u| stats.cell(r, &u.name))
+                    .collect()
+            })
+            .collect();
+        let splits = control::live_splits(&config, &layer);
         Live {
-            table: RouteTable::new(config),
+            table: RouteTable::with_splits(config, splits),
             pools,
+            layer,
+            version,
+            cells,
         }
     }
 
@@ -50,7 +80,7 @@ impl Live {
     }
 }
 
-/// What every connection shares.
+/// What every connection and the admin API share.
 #[derive(Debug)]
 pub struct Shared {
     pub live: ArcSwap<Live>,
@@ -60,39 +90,215 @@ pub struct Shared {
     /// The proxy listener serves TLS.
     pub tls: bool,
     pub store: Option<sled::Db>,
+    pub versions: Option<VersionStore>,
+    /// Serialises writers of the runtime layer.
+    pub write_lock: tokio::sync::Mutex<()>,
+    pub stats: Registry,
 }
 
 impl Shared {
+    /// Builds the shared state: restores the runtime layer from the store,
+    /// drops overrides of routes the file no longer has, and records the
+    /// start as a version.
+    pub fn start(
+        config: Config,
+        config_path: PathBuf,
+        access_log: bool,
+        tls: bool,
+        store: Option<sled::Db>,
+    ) -> Result<Shared, ControlError> {
+        let versions = match &store {
+            Some(db) => Some(VersionStore::open(db)?),
+            None => None,
+        };
+        let last = match &versions {
+            Some(v) => v.last()?,
+            None => None,
+        };
+        let (mut layer, last_version) =
+            last.map_or((RuntimeLayer::default(), 0), |r| (r.layer, r.version));
+        let before = control::layer_json(&layer);
+        let dropped = control::prune(&config, &mut layer);
+        let mut version = last_version;
+        if let Some(v) = &versions {
+            let reason = if dropped.is_empty() {
+                format!("started with {}", config_path.display())
+            } else {
+                format!(
+                    "started with {}; dropped overrides of removed routes: {}",
+                    config_path.display(),
+                    dropped.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            let rec = control::record(
+                last_version,
+                "strangler",
+                &reason,
+                None,
+                before,
+                control::layer_json(&layer),
+                &layer,
+            );
+            v.append(&rec)?;
+            version = rec.version;
+        }
+        let stats = Registry::default();
+        let live = Live::build(Arc::new(config), layer, version, None, &stats);
+        Ok(Shared {
+            live: ArcSwap::from_pointee(live),
+            config_path,
+            access_log,
+            tls,
+            store,
+            versions,
+            write_lock: tokio::sync::Mutex::new(()),
+            stats,
+        })
+    }
+
     /// Reloads the config file. Valid: the new state serves the next request
-    /// on every connection. Invalid: the old state keeps serving and every
-    /// problem is logged.
-    pub async fn reload(&self) -> Result<(), Vec<String>> {
+    /// on every connection, overrides of routes that still exist are kept,
+    /// and the reload is a version. Invalid: the old state keeps serving and
+    /// every problem is logged.
+    pub async fn reload(&self, actor: &str) -> Result<u64, Vec<String>> {
         let path = self.config_path.clone();
         let loaded = tokio::task::spawn_blocking(move || crate::config_file::load(&path))
             .await
             .map_err(|e| vec![format!("reload task failed: {e}")])?;
-        match loaded {
-            Ok(config) => {
-                let old = self.live.load_full();
-                if config.listen.proxy != old.config().listen.proxy {
-                    tracing::warn!(
-                        "listen.proxy changed to {}; a restart is needed to listen there",
-                        config.listen.proxy
-                    );
-                }
-                let routes = config.routes.len();
-                let live = Live::build(Arc::new(config), Some(&old));
-                self.live.store(Arc::new(live));
-                tracing::info!(routes, "config reloaded");
-                Ok(())
-            }
+        let config = match loaded {
+            Ok(c) => c,
             Err(e) => {
                 let lines = e.lines();
                 for line in &lines {
                     tracing::error!("config reload failed, keeping the previous config: {line}");
                 }
-                Err(lines)
+                return Err(lines);
             }
+        };
+        let _guard = self.write_lock.lock().await;
+        let old = self.live.load_full();
+        if config.listen.proxy != old.config().listen.proxy {
+            tracing::warn!(
+                "listen.proxy changed to {}; a restart is needed to listen there",
+                config.listen.proxy
+            );
         }
+        let mut layer = old.layer.clone();
+        let before = control::layer_json(&layer);
+        let dropped = control::prune(&config, &mut layer);
+        let reason = if dropped.is_empty() {
+            "config reloaded".to_string()
+        } else {
+            format!(
+                "config reloaded; dropped overrides of removed routes: {}",
+                dropped.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        };
+        let rec = control::record(
+            old.version,
+            actor,
+            &reason,
+            None,
+            before,
+            control::layer_json(&layer),
+            &layer,
+        );
+        if let Some(v) = &self.versions
+            && let Err(e) = v.append(&rec)
+        {
+            tracing::error!("config reload not applied: {e}");
+            return Err(vec![e.to_string()]);
+        }
+        let routes = config.routes.len();
+        let live = Live::build(
+            Arc::new(config),
+            layer,
+            rec.version,
+            Some(&old),
+            &self.stats,
+        );
+        self.live.store(Arc::new(live));
+        tracing::info!(routes, version = rec.version, "config reloaded");
+        Ok(rec.version)
+    }
+
+    /// Applies a change to the runtime layer as a new version: checks
+    /// `If-Match`, lets `mutate` edit the layer (returning the route touched
+    /// and the before/after views), writes the version to disk, then swaps
+    /// the live state.
+    pub async fn change(
+        &self,
+        actor: &str,
+        reason: &str,
+        if_match: Option<u64>,
+        mutate: impl FnOnce(
+            &Config,
+            &mut RuntimeLayer,
+        ) -> Result<(Option<String>, Value, Value), ControlError>,
+    ) -> Result<VersionRecord, ControlError> {
+        let _guard = self.write_lock.lock().await;
+        let old = self.live.load_full();
+        if let Some(asked) = if_match
+            && asked != old.version
+        {
+            return Err(ControlError::Conflict {
+                current: old.version,
+                asked,
+            });
+        }
+        let mut layer = old.layer.clone();
+        let (route, before, after) = mutate(old.config(), &mut layer)?;
+        let rec = control::record(
+            old.version,
+            actor,
+            reason,
+            route.as_deref(),
+            before,
+            after,
+            &layer,
+        );
+        if let Some(v) = &self.versions {
+            v.append(&rec)?;
+        }
+        let live = Live::build(
+            old.config().clone(),
+            layer,
+            rec.version,
+            Some(&old),
+            &self.stats,
+        );
+        self.live.store(Arc::new(live));
+        tracing::info!(
+            version = rec.version,
+            actor,
+            reason,
+            route = route.as_deref().unwrap_or("*"),
+            "runtime change"
+        );
+        Ok(rec)
+    }
+
+    /// Restores the runtime layer as it was right after `version`.
+    pub async fn revert(
+        &self,
+        actor: &str,
+        version: u64,
+        if_match: Option<u64>,
+    ) -> Result<VersionRecord, ControlError> {
+        let target = match &self.versions {
+            Some(v) => v
+                .get(version)?
+                .ok_or(ControlError::UnknownVersion(version))?,
+            None => return Err(ControlError::UnknownVersion(version)),
+        };
+        let reason = format!("revert to version {version}");
+        self.change(actor, &reason, if_match, move |config, layer| {
+            let before = control::layer_json(layer);
+            let mut restored = target.layer.clone();
+            control::prune(config, &mut restored);
+            *layer = restored;
+            Ok((None, before, control::layer_json(layer)))
+        })
+        .await
     }
 }

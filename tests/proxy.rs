@@ -668,16 +668,25 @@ async fn demo_starts_and_answers() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         // Keep reading to the end, as a terminal would.
+        let mut admin = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("strangler: admin listening on ") {
+                admin = Some(a.trim().to_string());
+            }
             if let Some(r) = line.trim().strip_prefix("proxy") {
-                let _ = tx.send(r.trim().trim_start_matches("http://").to_string());
+                let _ = tx.send((
+                    r.trim().trim_start_matches("http://").to_string(),
+                    admin.clone(),
+                ));
             }
         }
     });
-    let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-        .await
-        .expect("join")
-        .expect("demo printed the proxy address");
+    let (addr, admin) =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .expect("join")
+            .expect("demo printed the proxy address");
+    let admin = admin.expect("demo printed the admin address");
     let c = client();
     let users = get(&c, &format!("http://{addr}/api/users"), &[]).await;
     assert_eq!(users.status, 200);
@@ -697,6 +706,22 @@ async fn demo_starts_and_answers() {
         seen.contains("monolith") && seen.contains("orders-service"),
         "{seen:?}"
     );
+    // The CLI lines the demo prints work against it.
+    let out = support::cli_at(&admin, &["rollback", "orders"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for u in 0..20 {
+        let r = get(
+            &c,
+            &format!("http://{addr}/api/orders/7"),
+            &[("x-user-id", &u.to_string())],
+        )
+        .await;
+        assert_eq!(r.json()["served_by"], "monolith");
+    }
     let _ = child.kill();
     let _ = child.wait();
 }

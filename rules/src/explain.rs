@@ -4,14 +4,14 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::matcher::RequestView;
 use crate::split::{BUCKETS, fmt_bp};
 use crate::table::{Choice, RouteTable, Target};
 
 /// The answer, printable as text or serialisable as JSON.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Explanation {
     pub method: String,
     pub path: String,
@@ -34,19 +34,19 @@ pub struct Explanation {
     pub shadow: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     /// "aggregate" or "route".
-    pub kind: &'static str,
+    pub kind: String,
     pub name: String,
     pub matched: bool,
     /// Why it was passed over (empty when it matched).
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Matched {
-    pub kind: &'static str,
+    pub kind: String,
     pub name: String,
     /// Position in the file's list, from 0.
     pub index: usize,
@@ -54,7 +54,7 @@ pub struct Matched {
     pub matchers: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Share {
     pub upstream: String,
     pub percent: f64,
@@ -62,7 +62,7 @@ pub struct Share {
     pub buckets: (u16, u16),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sticky {
     /// e.g. `header:x-user-id`
     pub key: String,
@@ -84,13 +84,13 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
         match a.matcher.check(req) {
             Ok(()) => {
                 tried.push(Attempt {
-                    kind: "aggregate",
+                    kind: "aggregate".into(),
                     name: a.name.clone(),
                     matched: true,
                     reason: String::new(),
                 });
                 matched = Some(Matched {
-                    kind: "aggregate",
+                    kind: "aggregate".into(),
                     name: a.name.clone(),
                     index: i,
                     matchers: a.matcher.describe(),
@@ -99,7 +99,7 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
                 break;
             }
             Err(rej) => tried.push(Attempt {
-                kind: "aggregate",
+                kind: "aggregate".into(),
                 name: a.name.clone(),
                 matched: false,
                 reason: a.matcher.explain_rejection(req, rej),
@@ -111,7 +111,7 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
             match r.matcher.check(req) {
                 Ok(()) => {
                     tried.push(Attempt {
-                        kind: "route",
+                        kind: "route".into(),
                         name: r.name.clone(),
                         matched: true,
                         reason: String::new(),
@@ -121,7 +121,7 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
                         matchers.push("no matchers: every request".to_string());
                     }
                     matched = Some(Matched {
-                        kind: "route",
+                        kind: "route".into(),
                         name: r.name.clone(),
                         index: i,
                         matchers,
@@ -130,7 +130,7 @@ pub fn explain<R: RequestView + ?Sized>(table: &RouteTable, req: &R) -> Explanat
                     break;
                 }
                 Err(rej) => tried.push(Attempt {
-                    kind: "route",
+                    kind: "route".into(),
                     name: r.name.clone(),
                     matched: false,
                     reason: r.matcher.explain_rejection(req, rej),

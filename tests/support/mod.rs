@@ -241,6 +241,9 @@ impl hyper::body::Body for Repeat {
 pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     logs: mpsc::Receiver<String>,
@@ -262,16 +265,46 @@ impl Proxy {
 
     /// Starts with extra `[listen]` lines and extra CLI arguments.
     pub fn start_with(listen_extra: &str, body: &str, args: &[&str]) -> Proxy {
+        Self::start_env(listen_extra, body, args, &[])
+    }
+
+    /// Starts with extra environment variables too.
+    pub fn start_env(
+        listen_extra: &str,
+        body: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("strangler.toml");
         std::fs::write(&config_path, config_with(dir.path(), listen_extra, body))
             .expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strangler"))
-            .arg("serve")
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(dir, config_path, args, envs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the binary; the error holds what it printed when it did not come up.
+    pub fn spawn(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+    ) -> Result<Proxy, String> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strangler"));
+        cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .args(args)
-            .env("RUST_LOG", "info")
+            .args(&args)
+            .env("RUST_LOG", "info");
+        cmd.env_remove("STRANGLER_ADMIN_TOKEN");
+        for (k, v) in &envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -287,35 +320,73 @@ impl Proxy {
         });
         let (addr_tx, addr_rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut proxy = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("strangler: proxy listening on ") {
-                    let a = a
-                        .trim_start_matches("http://")
-                        .trim_start_matches("https://");
-                    let _ = addr_tx.send(a.parse::<SocketAddr>());
+                for (prefix, slot) in [
+                    ("strangler: proxy listening on ", 0),
+                    ("strangler: admin listening on ", 1),
+                ] {
+                    if let Some(a) = line.strip_prefix(prefix) {
+                        let a = a
+                            .trim_start_matches("http://")
+                            .trim_start_matches("https://");
+                        if let Ok(a) = a.parse::<SocketAddr>() {
+                            if slot == 0 {
+                                proxy = Some(a);
+                            } else if let Some(p) = proxy {
+                                let _ = addr_tx.send((p, a));
+                            }
+                        }
+                    }
                 }
                 let _ = tx.send(line);
             }
         });
-        let mut proxy_logs = Vec::new();
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(a)) => a,
-            other => {
+        match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((addr, admin)) => Ok(Proxy {
+                child,
+                addr,
+                admin,
+                args,
+                envs,
+                dir,
+                config_path,
+                logs,
+                seen: Vec::new(),
+            }),
+            Err(_) => {
                 let _ = child.kill();
-                while let Ok(l) = logs.try_recv() {
-                    proxy_logs.push(l);
+                let _ = child.wait();
+                let mut out = Vec::new();
+                while let Ok(l) = logs.recv_timeout(Duration::from_millis(200)) {
+                    out.push(l);
                 }
-                panic!("proxy did not start: {other:?}\n{}", proxy_logs.join("\n"));
+                Err(format!("proxy did not start:\n{}", out.join("\n")))
             }
-        };
-        Proxy {
-            child,
-            addr,
-            dir,
-            config_path,
-            logs,
-            seen: Vec::new(),
         }
+    }
+
+    /// `kill -9`, then starts again on the same config and store.
+    pub fn crash_and_restart(mut self) -> Proxy {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let (config_path, args, envs) = (
+            self.config_path.clone(),
+            self.args.clone(),
+            self.envs.clone(),
+        );
+        drop(self);
+        Self::spawn(dir, config_path, args, envs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// Runs the CLI against this proxy's admin API.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        cli_at(&self.admin_url(), args, None)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -399,6 +470,19 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the CLI with `--admin URL` and an optional token.
+pub fn cli_at(admin: &str, args: &[&str], token: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strangler"));
+    cmd.arg("--admin")
+        .arg(admin)
+        .args(args)
+        .env_remove("STRANGLER_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("STRANGLER_ADMIN_TOKEN", t);
+    }
+    cmd.output().expect("run the CLI")
 }
 
 /// An HTTP/1.1 client with keep-alive.

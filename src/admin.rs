@@ -1,0 +1,602 @@
+//! The admin API on `[listen].admin`: health, status with traffic stats,
+//! runtime changes (split, shift, rollback, reset, shadow), history, revert,
+//! reload and explain. JSON over HTTP with a bearer token compared in
+//! constant time; without a token the API serves only on loopback.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use strangler_rules::split::BUCKETS;
+use tokio::net::TcpListener;
+
+use crate::control::{self, ControlError, RouteOverride, ShadowOverride};
+use crate::state::Shared;
+
+/// The token the admin API requires, if any.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    pub token: Option<String>,
+}
+
+/// Serves the admin API until the process ends.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, auth: AdminAuth) {
+    let auth = Arc::new(auth);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                let auth = auth.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, &auth, req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: u16, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        json!({"error": msg.to_string()}),
+    )
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+fn authorized(auth: &AdminAuth, req: &Request<Incoming>) -> bool {
+    let Some(token) = &auth.token else {
+        return true;
+    };
+    let Some(got) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let got = got.strip_prefix("Bearer ").unwrap_or("");
+    ct_eq(got.as_bytes(), token.as_bytes())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Body {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    weights: Option<BTreeMap<String, f64>>,
+    #[serde(default)]
+    percent: Option<f64>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    ignore_fields_add: Option<Vec<String>>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    auth: &AdminAuth,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => return reply(StatusCode::OK, json!({"ok": true})),
+        (&Method::GET, "/readyz") => {
+            let ready = shared.store.is_some() || shared.versions.is_none();
+            return if ready {
+                reply(
+                    StatusCode::OK,
+                    json!({"ready": true, "version": shared.live.load().version}),
+                )
+            } else {
+                error(503, "not ready")
+            };
+        }
+        _ => {}
+    }
+    if !authorized(auth, &req) {
+        let mut r = error(401, "missing or wrong admin token");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    let if_match = match req.headers().get(header::IF_MATCH) {
+        Some(v) => match v
+            .to_str()
+            .ok()
+            .map(|s| s.trim().trim_matches('"'))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            Some(n) => Some(n),
+            None => return error(400, "If-Match must be a version number"),
+        },
+        None => None,
+    };
+    let header_actor = req
+        .headers()
+        .get("x-strangler-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(400, format!("cannot read body: {e}")),
+    };
+    let body: Body = if body.is_empty() {
+        Body::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(400, format!("invalid JSON body: {e}")),
+        }
+    };
+    let actor = body
+        .actor
+        .clone()
+        .or(header_actor)
+        .unwrap_or_else(|| "admin-api".to_string());
+    let reason = body.reason.clone().unwrap_or_default();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+
+    let result: Result<Value, ControlError> = match (&method, segs.as_slice()) {
+        (&Method::GET, ["metrics"]) => return metrics(shared),
+        (&Method::GET, ["api", "v1", "status"]) => Ok(status(shared)),
+        (&Method::GET, ["api", "v1", "history"]) => history(shared, &query),
+        (&Method::POST, ["api", "v1", "reload"]) => match shared.reload(&actor).await {
+            Ok(v) => Ok(json!({"version": v})),
+            Err(lines) => Err(ControlError::Invalid(lines.join("\n"))),
+        },
+        (&Method::POST, ["api", "v1", "revert", v]) => match v.parse::<u64>() {
+            Ok(v) => shared.revert(&actor, v, if_match).await.map(version_json),
+            Err(_) => Err(ControlError::Invalid(format!("invalid version \"{v}\""))),
+        },
+        (&Method::POST, ["api", "v1", "rollback"]) => {
+            rollback_all(shared, &actor, &reason, if_match).await
+        }
+        (&Method::POST, ["api", "v1", "explain"]) => explain(shared, &body),
+        (&Method::PUT, ["api", "v1", "routes", name, "split"]) => match &body.weights {
+            Some(w) => set_split(shared, &actor, &reason, if_match, name, w.clone()).await,
+            None => Err(ControlError::Invalid("missing \"weights\"".into())),
+        },
+        (&Method::POST, ["api", "v1", "routes", name, "shift"]) => {
+            shift(
+                shared,
+                &actor,
+                &reason,
+                if_match,
+                name,
+                body.percent,
+                body.to.as_deref(),
+            )
+            .await
+        }
+        (&Method::POST, ["api", "v1", "routes", name, "rollback"]) => {
+            let live = shared.live.load_full();
+            let default = live
+                .config()
+                .upstream(live.config().default_upstream)
+                .name
+                .clone();
+            let reason = if reason.is_empty() {
+                "rollback".to_string()
+            } else {
+                reason.clone()
+            };
+            set_split(
+                shared,
+                &actor,
+                &reason,
+                if_match,
+                name,
+                BTreeMap::from([(default, 100.0)]),
+            )
+            .await
+        }
+        (&Method::POST, ["api", "v1", "routes", name, "reset"]) => {
+            let name = name.to_string();
+            let reason = if reason.is_empty() {
+                "reset to the file".to_string()
+            } else {
+                reason.clone()
+            };
+            shared
+                .change(&actor, &reason, if_match, move |config, layer| {
+                    if config.route(&name).is_none() {
+                        return Err(ControlError::UnknownRoute(name));
+                    }
+                    let before = control::override_json(layer, &name);
+                    layer.routes.remove(&name);
+                    Ok((Some(name), before, Value::Null))
+                })
+                .await
+                .map(version_json)
+        }
+        (&Method::PUT, ["api", "v1", "routes", name, "shadow"]) => {
+            set_shadow(
+                shared,
+                &actor,
+                &reason,
+                if_match,
+                name,
+                body.enabled,
+                body.percent,
+            )
+            .await
+        }
+        (&Method::PUT, ["api", "v1", "routes", name, "compare"]) => {
+            let name = name.to_string();
+            let add = body.ignore_fields_add.clone().unwrap_or_default();
+            if add.is_empty() || add.iter().any(|p| !(p.is_empty() || p.starts_with('/'))) {
+                Err(ControlError::Invalid(
+                    "ignore_fields_add must list JSON Pointers starting with /".into(),
+                ))
+            } else {
+                let reason = if reason.is_empty() {
+                    format!("mark as noise: {}", add.join(", "))
+                } else {
+                    reason.clone()
+                };
+                shared
+                    .change(&actor, &reason, if_match, move |config, layer| {
+                        if config.route(&name).is_none() {
+                            return Err(ControlError::UnknownRoute(name));
+                        }
+                        let before = control::override_json(layer, &name);
+                        let o = layer.routes.entry(name.clone()).or_default();
+                        for p in add {
+                            if !o.ignore_fields_add.contains(&p) {
+                                o.ignore_fields_add.push(p);
+                            }
+                        }
+                        let after = control::override_json(layer, &name);
+                        Ok((Some(name), before, after))
+                    })
+                    .await
+                    .map(version_json)
+            }
+        }
+        _ => return error(404, format!("no such endpoint: {method} {path}")),
+    };
+    match result {
+        Ok(v) => reply(StatusCode::OK, v),
+        Err(e) => error(e.status(), e),
+    }
+}
+
+fn version_json(rec: control::VersionRecord) -> Value {
+    json!({
+        "version": rec.version, "time": rec.time, "actor": rec.actor, "reason": rec.reason,
+        "route": rec.route, "change": rec.change,
+    })
+}
+
+async fn set_split(
+    shared: &Arc<Shared>,
+    actor: &str,
+    reason: &str,
+    if_match: Option<u64>,
+    name: &str,
+    weights: BTreeMap<String, f64>,
+) -> Result<Value, ControlError> {
+    let name = name.to_string();
+    shared
+        .change(actor, reason, if_match, move |config, layer| {
+            if config.route(&name).is_none() {
+                return Err(ControlError::UnknownRoute(name));
+            }
+            control::validate_weights(config, &weights)?;
+            let before = control::override_json(layer, &name);
+            layer
+                .routes
+                .entry(name.clone())
+                .or_insert_with(RouteOverride::default)
+                .split = Some(weights);
+            Ok((
+                Some(name.clone()),
+                before,
+                control::override_json(layer, &name),
+            ))
+        })
+        .await
+        .map(version_json)
+}
+
+async fn shift(
+    shared: &Arc<Shared>,
+    actor: &str,
+    reason: &str,
+    if_match: Option<u64>,
+    name: &str,
+    percent: Option<f64>,
+    to: Option<&str>,
+) -> Result<Value, ControlError> {
+    let live = shared.live.load_full();
+    let config = live.config();
+    let route = config
+        .route(name)
+        .ok_or_else(|| ControlError::UnknownRoute(name.to_string()))?;
+    let Some(percent) = percent else {
+        return Err(ControlError::Invalid("missing \"percent\"".into()));
+    };
+    let bp = control::percent_bp(percent)?;
+    let default = config.default_upstream;
+    let target = match to {
+        Some(t) => {
+            let id = config
+                .upstream_id(t)
+                .ok_or_else(|| ControlError::Invalid(format!("unknown upstream \"{t}\"")))?;
+            if id == default {
+                return Err(ControlError::Invalid(format!(
+                    "\"{t}\" is the default upstream; shift moves traffic to a new service (use rollback to send everything to {t})"
+                )));
+            }
+            id
+        }
+        None => config.shift_target(route).ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "route \"{name}\" has no single upstream besides the default; give --to UPSTREAM"
+            ))
+        })?,
+    };
+    let mut weights = BTreeMap::new();
+    weights.insert(config.upstream(target).name.clone(), f64::from(bp) / 100.0);
+    weights.insert(
+        config.upstream(default).name.clone(),
+        f64::from(BUCKETS - bp) / 100.0,
+    );
+    let reason = if reason.is_empty() {
+        format!(
+            "shift {}% to {}",
+            f64::from(bp) / 100.0,
+            config.upstream(target).name
+        )
+    } else {
+        reason.to_string()
+    };
+    set_split(shared, actor, &reason, if_match, name, weights).await
+}
+
+async fn rollback_all(
+    shared: &Arc<Shared>,
+    actor: &str,
+    reason: &str,
+    if_match: Option<u64>,
+) -> Result<Value, ControlError> {
+    let reason = if reason.is_empty() {
+        "rollback of every route"
+    } else {
+        reason
+    };
+    shared
+        .change(actor, reason, if_match, |config, layer| {
+            let before = control::layer_json(layer);
+            let default = config.upstream(config.default_upstream).name.clone();
+            for r in &config.routes {
+                layer.routes.entry(r.name.clone()).or_default().split =
+                    Some(BTreeMap::from([(default.clone(), 100.0)]));
+            }
+            Ok((None, before, control::layer_json(layer)))
+        })
+        .await
+        .map(version_json)
+}
+
+async fn set_shadow(
+    shared: &Arc<Shared>,
+    actor: &str,
+    reason: &str,
+    if_match: Option<u64>,
+    name: &str,
+    enabled: Option<bool>,
+    percent: Option<f64>,
+) -> Result<Value, ControlError> {
+    let Some(enabled) = enabled else {
+        return Err(ControlError::Invalid("missing \"enabled\"".into()));
+    };
+    if let Some(p) = percent {
+        control::percent_bp(p)?;
+    }
+    let name = name.to_string();
+    let reason = if reason.is_empty() {
+        format!("shadow {}", if enabled { "on" } else { "off" })
+    } else {
+        reason.to_string()
+    };
+    shared
+        .change(actor, &reason, if_match, move |config, layer| {
+            let route = config.route(&name).ok_or_else(|| ControlError::UnknownRoute(name.clone()))?;
+            if enabled && route.shadow.is_none() {
+                return Err(ControlError::Invalid(format!(
+                    "route \"{name}\" has no shadow upstream in the config; add shadow = {{ upstream = \"...\" }}"
+                )));
+            }
+            let before = control::override_json(layer, &name);
+            layer.routes.entry(name.clone()).or_default().shadow = Some(ShadowOverride { enabled, percent });
+            Ok((Some(name.clone()), before, control::override_json(layer, &name)))
+        })
+        .await
+        .map(version_json)
+}
+
+fn history(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlError> {
+    let mut route = None;
+    let mut limit = 1000usize;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "route" => route = Some(strangler_rules::matcher::form_decode(v).into_owned()),
+            "limit" => limit = v.parse().unwrap_or(limit),
+            _ => {}
+        }
+    }
+    let records = match &shared.versions {
+        Some(v) => v.history(route.as_deref(), limit)?,
+        None => Vec::new(),
+    };
+    Ok(json!({"versions": records.into_iter().map(version_json).collect::<Vec<_>>()}))
+}
+
+/// `GET /api/v1/status`.
+pub fn status(shared: &Arc<Shared>) -> Value {
+    let live = shared.live.load_full();
+    let config = live.config();
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let split = live.table.split(i);
+            let overridden = live.layer.routes.get(&r.name);
+            let shadow_override = overridden.and_then(|o| o.shadow.as_ref());
+            let shadow = r.shadow.as_ref().map(|s| {
+                json!({
+                    "enabled": shadow_override.is_none_or(|o| o.enabled),
+                    "upstream": config.upstream(s.upstream).name,
+                    "percent": shadow_override.and_then(|o| o.percent).unwrap_or(f64::from(s.percent_bp) / 100.0),
+                })
+            });
+            let mut upstreams = serde_json::Map::new();
+            let mut requests = 0;
+            for (u, cell) in config.upstreams.iter().zip(&live.cells[i + 1]) {
+                let snap = cell.snapshot();
+                requests += snap.requests;
+                if split.weight_of(config.upstream_id(&u.name).unwrap_or(strangler_rules::UpstreamId(0))) > 0
+                    || snap.requests > 0
+                {
+                    upstreams.insert(u.name.clone(), json!(snap));
+                }
+            }
+            json!({
+                "name": r.name,
+                "match": r.matcher.describe().join(", "),
+                "split": control::split_json(config, split),
+                "file_split": control::split_json(config, &r.split),
+                "override": overridden.is_some_and(|o| o.split.is_some()),
+                "sticky": r.sticky.as_ref().map(|s| s.to_string()),
+                "shadow": shadow,
+                "requests": requests,
+                "mismatch_rate": 0.0,
+                "upstreams": upstreams,
+            })
+        })
+        .collect();
+    let mut default_upstreams = serde_json::Map::new();
+    for (u, cell) in config.upstreams.iter().zip(&live.cells[0]) {
+        let snap = cell.snapshot();
+        if snap.requests > 0 {
+            default_upstreams.insert(u.name.clone(), json!(snap));
+        }
+    }
+    json!({
+        "version": live.version,
+        "default_upstream": config.upstream(config.default_upstream).name,
+        "routes": routes,
+        "unmatched": {"upstreams": default_upstreams},
+    })
+}
+
+fn explain(shared: &Arc<Shared>, body: &Body) -> Result<Value, ControlError> {
+    let method = body.method.clone().unwrap_or_else(|| "GET".into());
+    let url = body
+        .url
+        .clone()
+        .ok_or_else(|| ControlError::Invalid("missing \"url\"".into()))?;
+    let headers: Vec<String> = body
+        .headers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    let req = crate::explain_cmd::build_request(&method, &url, &headers)
+        .map_err(ControlError::Invalid)?;
+    let live = shared.live.load_full();
+    let e = strangler_rules::explain(&live.table, &req);
+    serde_json::to_value(e).map_err(|e| ControlError::Store(e.to_string()))
+}
+
+/// `GET /metrics`: Prometheus text format.
+fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+    let live = shared.live.load_full();
+    let config = live.config();
+    let mut out = String::new();
+    out.push_str("# HELP strangler_config_version Version of the runtime layer.\n# TYPE strangler_config_version gauge\n");
+    out.push_str(&format!("strangler_config_version {}\n", live.version));
+    out.push_str("# HELP strangler_requests_total Requests by route and upstream.\n# TYPE strangler_requests_total counter\n");
+    let names = std::iter::once(crate::stats::DEFAULT_ROUTE)
+        .chain(config.routes.iter().map(|r| r.name.as_str()));
+    for (route, cells) in names.zip(&live.cells) {
+        for (u, cell) in config.upstreams.iter().zip(cells) {
+            let s = cell.snapshot();
+            if s.requests > 0 {
+                out.push_str(&format!(
+                    "strangler_requests_total{{route=\"{route}\",upstream=\"{}\"}} {}\n",
+                    u.name, s.requests
+                ));
+            }
+        }
+    }
+    out.push_str("# HELP strangler_route_weight_percent Live weight per route and upstream.\n# TYPE strangler_route_weight_percent gauge\n");
+    for (i, r) in config.routes.iter().enumerate() {
+        for (id, bp) in live.table.split(i).weights() {
+            out.push_str(&format!(
+                "strangler_route_weight_percent{{route=\"{}\",upstream=\"{}\"}} {}\n",
+                r.name,
+                config.upstream(id).name,
+                f64::from(bp) / 100.0
+            ));
+        }
+    }
+    let mut r = Response::new(Full::new(Bytes::from(out)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}

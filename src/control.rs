@@ -1,0 +1,335 @@
+//! The runtime layer: per-route overrides made while running (split, shadow,
+//! extra ignore fields), versioned in sled. Every change and every reload is
+//! a version `{version, time, actor, reason, route, change}` with the whole
+//! layer after it, so `revert V` can restore it. A change is flushed to disk
+//! before it is acknowledged and survives `kill -9`. The live state is the
+//! file's config with this layer on top, rebuilt off the hot path and
+//! swapped atomically.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use strangler_rules::config::percent_to_bp;
+use strangler_rules::split::{BUCKETS, fmt_bp};
+use strangler_rules::{Config, Split, UpstreamId};
+
+/// Overrides of one route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteOverride {
+    /// Percent by upstream name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<BTreeMap<String, f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowOverride>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_fields_add: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowOverride {
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+}
+
+/// Every route's overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeLayer {
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteOverride>,
+}
+
+/// One version of the runtime layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: u64,
+    pub time: String,
+    pub actor: String,
+    pub reason: String,
+    pub route: Option<String>,
+    pub change: Change,
+    /// The whole layer right after this version (not shown in history).
+    #[serde(default)]
+    pub layer: RuntimeLayer,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Change {
+    pub before: Value,
+    pub after: Value,
+}
+
+/// Why a control operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("unknown route \"{0}\"")]
+    UnknownRoute(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the state moved on: current version is {current}, If-Match asked for {asked}")]
+    Conflict { current: u64, asked: u64 },
+    #[error("unknown version {0}")]
+    UnknownVersion(u64),
+    #[error("store error: {0}")]
+    Store(String),
+}
+
+impl ControlError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ControlError::UnknownRoute(_) | ControlError::UnknownVersion(_) => 404,
+            ControlError::Invalid(_) => 400,
+            ControlError::Conflict { .. } => 409,
+            ControlError::Store(_) => 500,
+        }
+    }
+}
+
+/// The persisted versions.
+#[derive(Debug)]
+pub struct VersionStore {
+    tree: sled::Tree,
+    db: sled::Db,
+}
+
+impl VersionStore {
+    pub fn open(db: &sled::Db) -> Result<Self, ControlError> {
+        let tree = db
+            .open_tree("versions")
+            .map_err(|e| ControlError::Store(e.to_string()))?;
+        Ok(VersionStore {
+            tree,
+            db: db.clone(),
+        })
+    }
+
+    /// The latest version, if any.
+    pub fn last(&self) -> Result<Option<VersionRecord>, ControlError> {
+        match self
+            .tree
+            .last()
+            .map_err(|e| ControlError::Store(e.to_string()))?
+        {
+            Some((_, v)) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| ControlError::Store(format!("corrupt version record: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn get(&self, version: u64) -> Result<Option<VersionRecord>, ControlError> {
+        match self
+            .tree
+            .get(version.to_be_bytes())
+            .map_err(|e| ControlError::Store(e.to_string()))?
+        {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| ControlError::Store(format!("corrupt version record: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a version and waits until it is on disk.
+    pub fn append(&self, record: &VersionRecord) -> Result<(), ControlError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| ControlError::Store(e.to_string()))?;
+        self.tree
+            .insert(record.version.to_be_bytes(), bytes)
+            .map_err(|e| ControlError::Store(e.to_string()))?;
+        self.db
+            .flush()
+            .map_err(|e| ControlError::Store(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Versions newest first, optionally only those touching `route`.
+    pub fn history(
+        &self,
+        route: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, ControlError> {
+        let mut out = Vec::new();
+        for item in self.tree.iter().rev() {
+            let (_, v) = item.map_err(|e| ControlError::Store(e.to_string()))?;
+            let rec: VersionRecord = serde_json::from_slice(&v)
+                .map_err(|e| ControlError::Store(format!("corrupt version record: {e}")))?;
+            let touches = match (route, &rec.route) {
+                (None, _) => true,
+                (Some(r), Some(rr)) => r == rr,
+                // Changes to every route (rollback --all, reload) touch this one too.
+                (Some(r), None) => change_mentions(&rec.change, r),
+            };
+            if touches {
+                out.push(rec);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn change_mentions(change: &Change, route: &str) -> bool {
+    change.before.get(route).is_some() || change.after.get(route).is_some()
+}
+
+/// Now as RFC 3339 UTC, e.g. `2026-11-26T14:05:09Z`.
+pub fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Checks a weights map against `config` and turns it into basis points.
+pub fn validate_weights(
+    config: &Config,
+    weights: &BTreeMap<String, f64>,
+) -> Result<Vec<(UpstreamId, u16)>, ControlError> {
+    if weights.is_empty() {
+        return Err(ControlError::Invalid("weights are empty".into()));
+    }
+    let mut out = Vec::new();
+    let mut total: u32 = 0;
+    for (name, &w) in weights {
+        let id = config.upstream_id(name).ok_or_else(|| {
+            let known: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+            ControlError::Invalid(format!(
+                "unknown upstream \"{name}\" (known: {})",
+                known.join(", ")
+            ))
+        })?;
+        let bp = percent_to_bp(w).ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "weight {w} for \"{name}\" is not a percentage between 0 and 100 with at most two decimals"
+            ))
+        })?;
+        total += u32::from(bp);
+        out.push((id, bp));
+    }
+    if total != u32::from(BUCKETS) {
+        return Err(ControlError::Invalid(format!(
+            "weights sum to {}, they must sum to 100",
+            fmt_bp(total.min(u32::from(u16::MAX)) as u16)
+        )));
+    }
+    Ok(out)
+}
+
+/// A percentage 0..100 with at most two decimals, as basis points.
+pub fn percent_bp(p: f64) -> Result<u16, ControlError> {
+    percent_to_bp(p).ok_or_else(|| {
+        ControlError::Invalid(format!(
+            "percent {p} is not between 0 and 100 with at most two decimals"
+        ))
+    })
+}
+
+/// The live splits: the file's, with valid overrides on top.
+pub fn live_splits(config: &Config, layer: &RuntimeLayer) -> Vec<Split> {
+    config
+        .routes
+        .iter()
+        .map(|r| {
+            layer
+                .routes
+                .get(&r.name)
+                .and_then(|o| o.split.as_ref())
+                .and_then(|w| validate_weights(config, w).ok())
+                .map(|w| Split::new(&w, config.default_upstream))
+                .unwrap_or_else(|| r.split.clone())
+        })
+        .collect()
+}
+
+/// A split as a percent map by upstream name.
+pub fn split_json(config: &Config, split: &Split) -> BTreeMap<String, f64> {
+    split
+        .weights()
+        .map(|(id, bp)| (config.upstream(id).name.clone(), f64::from(bp) / 100.0))
+        .collect()
+}
+
+/// Drops overrides of routes that no longer exist; returns what was dropped.
+pub fn prune(config: &Config, layer: &mut RuntimeLayer) -> BTreeMap<String, RouteOverride> {
+    let gone: Vec<String> = layer
+        .routes
+        .keys()
+        .filter(|name| config.route(name).is_none())
+        .cloned()
+        .collect();
+    gone.into_iter()
+        .filter_map(|name| layer.routes.remove(&name).map(|o| (name, o)))
+        .collect()
+}
+
+/// The override of a route as JSON (null when none).
+pub fn override_json(layer: &RuntimeLayer, route: &str) -> Value {
+    layer.routes.get(route).map_or(Value::Null, |o| {
+        serde_json::to_value(o).unwrap_or(Value::Null)
+    })
+}
+
+/// A version for `layer`, numbered after `last`.
+pub fn record(
+    last: u64,
+    actor: &str,
+    reason: &str,
+    route: Option<&str>,
+    before: Value,
+    after: Value,
+    layer: &RuntimeLayer,
+) -> VersionRecord {
+    VersionRecord {
+        version: last + 1,
+        time: now_rfc3339(),
+        actor: actor.to_string(),
+        reason: reason.to_string(),
+        route: route.map(str::to_string),
+        change: Change { before, after },
+        layer: layer.clone(),
+    }
+}
+
+/// The whole layer as JSON keyed by route, for all-route changes.
+pub fn layer_json(layer: &RuntimeLayer) -> Value {
+    json!(layer.routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_701_909), "2026-11-26T14:05:09Z");
+    }
+}

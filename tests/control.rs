@@ -1,0 +1,408 @@
+//! The control plane through the real binary: the admin API, the runtime
+//! layer in sled and the CLI (shift, rollback, reset, history, revert,
+//! reload, explain --live, status), tokens, If-Match, crash safety.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use support::{Backend, Proxy, cli_at, client, get};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn two_backends() -> (Backend, Backend) {
+    (
+        Backend::start("monolith").await,
+        Backend::start("orders").await,
+    )
+}
+
+fn config(mono: &Backend, orders: &Backend, file_split: &str) -> String {
+    format!(
+        r#"[upstreams.monolith]
+urls = ["{}"]
+[upstreams.orders]
+urls = ["{}"]
+[default]
+upstream = "monolith"
+[[routes]]
+name = "orders"
+match.path_prefix = "/api/orders"
+split = {{ {file_split} }}
+sticky = "header:x-user-id"
+"#,
+        mono.url(),
+        orders.url()
+    )
+}
+
+fn status(p: &Proxy) -> serde_json::Value {
+    let out = p.cli(&["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shift_changes_the_observed_distribution() {
+    let (mono, orders) = two_backends().await;
+    let proxy = Proxy::start(&config(&mono, &orders, "orders = 0, monolith = 100"));
+    let c = client();
+    for _ in 0..50 {
+        assert_eq!(
+            get(&c, &proxy.url("/api/orders/1"), &[]).await.backend(),
+            "monolith"
+        );
+    }
+    let out = proxy.cli(&["shift", "orders", "50", "--reason", "canary"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("version 2: canary"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut on_orders = 0;
+    for u in 0..400 {
+        let r = get(
+            &c,
+            &proxy.url("/api/orders/1"),
+            &[("x-user-id", &format!("u{u}"))],
+        )
+        .await;
+        if r.backend() == "orders" {
+            on_orders += 1;
+        }
+    }
+    assert!(
+        (140..=260).contains(&on_orders),
+        "{on_orders} of 400 on orders after shift 50"
+    );
+    let s = status(&proxy);
+    assert_eq!(s["routes"][0]["split"]["orders"], 50.0);
+    assert_eq!(s["routes"][0]["file_split"]["orders"], 0.0);
+    assert_eq!(s["routes"][0]["override"], true);
+    assert!(
+        s["routes"][0]["upstreams"]["orders"]["rps"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_under_load_loses_nothing_and_applies_to_the_next_request() {
+    let (mono, orders) = two_backends().await;
+    let proxy = Proxy::start(&config(&mono, &orders, "orders = 50, monolith = 50"));
+    let rolled_back = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for conn in 0..4 {
+        let url = proxy.url("/api/orders/1");
+        let (rolled_back, stop) = (rolled_back.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = client(); // one keep-alive connection per task
+            let mut after = Vec::new();
+            let mut sent = 0u32;
+            let mut n = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let was_rolled_back = rolled_back.load(Ordering::SeqCst);
+                let user = format!("user-{conn}-{}", n % 20);
+                let r = get(&c, &url, &[("x-user-id", &user)]).await;
+                assert_eq!(r.status, 200, "a request failed during the rollback");
+                sent += 1;
+                if was_rolled_back {
+                    after.push(r.backend());
+                }
+                n += 1;
+            }
+            (sent, after)
+        }));
+    }
+    // Let traffic flow on both sides first.
+    while orders.requests() < 50 {
+        tokio::task::yield_now().await;
+    }
+    let admin = proxy.admin_url();
+    let out = tokio::task::spawn_blocking(move || {
+        cli_at(&admin, &["rollback", "orders", "--reason", "errors"], None)
+    })
+    .await
+    .expect("cli");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    rolled_back.store(true, Ordering::SeqCst);
+    let orders_at_rollback = orders.requests();
+    while mono.requests() < orders_at_rollback + 400 {
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut after_total = 0;
+    for t in tasks {
+        let (sent, after) = t.await.expect("load task");
+        assert!(sent > 0);
+        after_total += after.len();
+        assert!(
+            after.iter().all(|b| b == "monolith"),
+            "a request sent after the rollback reached orders"
+        );
+    }
+    assert!(after_total > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_revert_reset_and_reload_keep_an_exact_record() {
+    let (mono, orders) = two_backends().await;
+    let body = config(&mono, &orders, "orders = 10, monolith = 90");
+    let mut proxy = Proxy::start(&body);
+    assert!(
+        proxy
+            .cli(&[
+                "--actor", "ana", "shift", "orders", "25", "--reason", "canary"
+            ])
+            .status
+            .success()
+    );
+    let v2 = status(&proxy);
+    assert!(
+        proxy
+            .cli(&["--actor", "bo", "shift", "orders", "60"])
+            .status
+            .success()
+    );
+    assert!(
+        proxy
+            .cli(&["--actor", "cy", "rollback", "orders", "--reason", "p99 up"])
+            .status
+            .success()
+    );
+
+    let out = proxy.cli(&["history", "--json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history JSON");
+    let versions = h["versions"].as_array().expect("versions");
+    let nums: Vec<u64> = versions
+        .iter()
+        .filter_map(|v| v["version"].as_u64())
+        .collect();
+    assert_eq!(nums, vec![4, 3, 2, 1], "newest first, strictly increasing");
+    assert_eq!(versions[0]["actor"], "cy");
+    assert_eq!(versions[0]["reason"], "p99 up");
+    assert_eq!(versions[0]["route"], "orders");
+    assert_eq!(versions[0]["change"]["after"]["split"]["monolith"], 100.0);
+    assert_eq!(versions[2]["actor"], "ana");
+    assert_eq!(versions[2]["change"]["before"], serde_json::Value::Null);
+    assert!(versions[0]["time"].as_str().unwrap_or("").ends_with('Z'));
+    let table = text(&proxy.cli(&["history", "--route", "orders"]).stdout);
+    assert!(table.contains("ana") && table.contains("canary"), "{table}");
+
+    // Revert to version 2: exactly the state right after it.
+    let out = proxy.cli(&["revert", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let now = status(&proxy);
+    assert_eq!(now["routes"][0]["split"], v2["routes"][0]["split"]);
+    assert_eq!(now["version"], 5);
+
+    // A reload that changes the file keeps the override and is a version.
+    proxy.reload(&body.replace("orders = 10, monolith = 90", "orders = 5, monolith = 95"));
+    proxy.wait_for_log("config reloaded");
+    let s = status(&proxy);
+    assert_eq!(s["version"], 6);
+    assert_eq!(s["routes"][0]["split"]["orders"], 25.0);
+    assert_eq!(s["routes"][0]["file_split"]["orders"], 5.0);
+
+    // Reset: the file applies again.
+    assert!(proxy.cli(&["reset", "orders"]).status.success());
+    let s = status(&proxy);
+    assert_eq!(s["routes"][0]["split"]["orders"], 5.0);
+    assert_eq!(s["routes"][0]["override"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_required_when_set_and_nothing_changes_without_one() {
+    let (mono, orders) = two_backends().await;
+    let proxy = Proxy::start_env(
+        "",
+        &config(&mono, &orders, "orders = 10, monolith = 90"),
+        &[],
+        &[("STRANGLER_ADMIN_TOKEN", "s3cret")],
+    );
+    let admin = proxy.admin_url();
+    for token in [None, Some("wrong")] {
+        let out = cli_at(&admin, &["shift", "orders", "50"], token);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("missing or wrong admin token"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = cli_at(&admin, &["status", "--json"], Some("s3cret"));
+    assert!(out.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(s["version"], 1, "nothing changed");
+    assert_eq!(s["routes"][0]["split"]["orders"], 10.0);
+    // Health endpoints need no token.
+    let c = client();
+    assert_eq!(get(&c, &format!("{admin}/healthz"), &[]).await.status, 200);
+    assert_eq!(get(&c, &format!("{admin}/readyz"), &[]).await.status, 200);
+    assert_eq!(
+        get(&c, &format!("{admin}/api/v1/status"), &[]).await.status,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_admin_address_without_token_refuses_to_start() {
+    let (mono, orders) = two_backends().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("strangler.toml");
+    let cfg = support::config_with(
+        dir.path(),
+        "",
+        &config(&mono, &orders, "orders = 10, monolith = 90"),
+    )
+    .replace("admin = \"127.0.0.1:0\"", "admin = \"0.0.0.0:0\"");
+    std::fs::write(&path, cfg).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env_remove("STRANGLER_ADMIN_TOKEN")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("is not loopback and STRANGLER_ADMIN_TOKEN is not set"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_survives_kill_9() {
+    let (mono, orders) = two_backends().await;
+    let proxy = Proxy::start(&config(&mono, &orders, "orders = 100"));
+    let c = client();
+    assert_eq!(
+        get(&c, &proxy.url("/api/orders/1"), &[]).await.backend(),
+        "orders"
+    );
+    assert!(
+        proxy
+            .cli(&["rollback", "orders", "--reason", "bad deploy"])
+            .status
+            .success()
+    );
+    let proxy = proxy.crash_and_restart();
+    for u in 0..20 {
+        let r = get(
+            &c,
+            &proxy.url("/api/orders/1"),
+            &[("x-user-id", &u.to_string())],
+        )
+        .await;
+        assert_eq!(r.backend(), "monolith", "the rollback was lost");
+    }
+    let out = proxy.cli(&["history", "--json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let reasons: Vec<&str> = h["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"bad deploy"), "{reasons:?}");
+    assert_eq!(h["versions"][0]["version"], 3, "start, rollback, restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_with_if_match_one_gets_409() {
+    let (mono, orders) = two_backends().await;
+    let proxy = Proxy::start(&config(&mono, &orders, "orders = 10, monolith = 90"));
+    let c = client();
+    let url = format!("{}/api/v1/routes/orders/split", proxy.admin_url());
+    let mut tasks = Vec::new();
+    for pct in [30, 40] {
+        let url = url.clone();
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = format!(
+                "{{\"weights\": {{\"orders\": {pct}, \"monolith\": {}}}, \"reason\": \"w{pct}\"}}",
+                100 - pct
+            );
+            support::send(
+                &c,
+                "PUT",
+                &url,
+                &[("if-match", "1"), ("content-type", "application/json")],
+                body,
+            )
+            .await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task").status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 409]);
+    let s = status(&proxy);
+    assert_eq!(s["version"], 2, "exactly one write landed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_exit_codes_and_explain_live() {
+    let (mono, orders) = two_backends().await;
+    let proxy = Proxy::start(&config(&mono, &orders, "orders = 10, monolith = 90"));
+    for (args, code, msg) in [
+        (vec!["shift", "orders", "150"], 1, "invalid percent \"150\""),
+        (vec!["shift", "nope", "10"], 1, "unknown route \"nope\""),
+        (
+            vec!["shift", "orders", "10", "--to", "ghost"],
+            1,
+            "unknown upstream \"ghost\"",
+        ),
+        (
+            vec!["shift", "orders", "10", "--to", "monolith"],
+            1,
+            "is the default upstream",
+        ),
+        (vec!["revert", "99"], 1, "unknown version 99"),
+    ] {
+        let out = proxy.cli(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(msg),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        status(&proxy)["version"],
+        1,
+        "refused commands changed nothing"
+    );
+
+    assert!(proxy.cli(&["shift", "orders", "100"]).status.success());
+    let out = proxy.cli(&["explain", "GET", "/api/orders/3", "--live"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("upstream: orders"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    drop(proxy);
+    let out = cli_at("http://127.0.0.1:9", &["status"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "cannot reach strangler admin at http://127.0.0.1:9: connection refused"
+    );
+}
