@@ -561,36 +561,103 @@ fn explain(shared: &Arc<Shared>, body: &Body) -> Result<Value, ControlError> {
     serde_json::to_value(e).map_err(|e| ControlError::Store(e.to_string()))
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format, rendered from the same lock-free
+/// counters the proxy keeps anyway (nothing extra on the hot path).
 fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+    use std::fmt::Write;
+    const BOUNDS: [f64; 14] = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
     let live = shared.live.load_full();
     let config = live.config();
     let mut out = String::new();
-    out.push_str("# HELP strangler_config_version Version of the runtime layer.\n# TYPE strangler_config_version gauge\n");
-    out.push_str(&format!("strangler_config_version {}\n", live.version));
-    out.push_str("# HELP strangler_requests_total Requests by route and upstream.\n# TYPE strangler_requests_total counter\n");
-    let names = std::iter::once(crate::stats::DEFAULT_ROUTE)
-        .chain(config.routes.iter().map(|r| r.name.as_str()));
-    for (route, cells) in names.zip(&live.cells) {
+    let _ = writeln!(
+        out,
+        "# HELP strangler_config_version Version of the runtime layer."
+    );
+    let _ = writeln!(out, "# TYPE strangler_config_version gauge");
+    let _ = writeln!(out, "strangler_config_version {}", live.version);
+    let names: Vec<&str> = std::iter::once(crate::stats::DEFAULT_ROUTE)
+        .chain(config.routes.iter().map(|r| r.name.as_str()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP strangler_requests_total Requests by route, upstream and status class."
+    );
+    let _ = writeln!(out, "# TYPE strangler_requests_total counter");
+    for (route, cells) in names.iter().zip(&live.cells) {
         for (u, cell) in config.upstreams.iter().zip(cells) {
-            let s = cell.snapshot();
-            if s.requests > 0 {
-                out.push_str(&format!(
-                    "strangler_requests_total{{route=\"{route}\",upstream=\"{}\"}} {}\n",
-                    u.name, s.requests
-                ));
+            for (class, n) in cell.by_class() {
+                let _ = writeln!(
+                    out,
+                    "strangler_requests_total{{route=\"{route}\",upstream=\"{}\",status=\"{class}\"}} {n}",
+                    u.name
+                );
             }
         }
     }
-    out.push_str("# HELP strangler_route_weight_percent Live weight per route and upstream.\n# TYPE strangler_route_weight_percent gauge\n");
+    let _ = writeln!(
+        out,
+        "# HELP strangler_request_duration_seconds Time to response headers by route and upstream."
+    );
+    let _ = writeln!(out, "# TYPE strangler_request_duration_seconds histogram");
+    for (route, cells) in names.iter().zip(&live.cells) {
+        for (u, cell) in config.upstreams.iter().zip(cells) {
+            let (cumulative, sum, count) = cell.histogram(&BOUNDS);
+            if count == 0 {
+                continue;
+            }
+            let labels = format!("route=\"{route}\",upstream=\"{}\"", u.name);
+            for (le, n) in BOUNDS.iter().zip(&cumulative) {
+                let _ = writeln!(
+                    out,
+                    "strangler_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "strangler_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "strangler_request_duration_seconds_sum{{{labels}}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "strangler_request_duration_seconds_count{{{labels}}} {count}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strangler_route_weight_percent Live weight per route and upstream."
+    );
+    let _ = writeln!(out, "# TYPE strangler_route_weight_percent gauge");
     for (i, r) in config.routes.iter().enumerate() {
         for (id, bp) in live.table.split(i).weights() {
-            out.push_str(&format!(
-                "strangler_route_weight_percent{{route=\"{}\",upstream=\"{}\"}} {}\n",
+            let _ = writeln!(
+                out,
+                "strangler_route_weight_percent{{route=\"{}\",upstream=\"{}\"}} {}",
                 r.name,
                 config.upstream(id).name,
                 f64::from(bp) / 100.0
-            ));
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strangler_upstream_instance_up Whether an instance takes traffic (healthy and not ejected)."
+    );
+    let _ = writeln!(out, "# TYPE strangler_upstream_instance_up gauge");
+    for pool in &live.pools {
+        for (i, inst) in pool.instances.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "strangler_upstream_instance_up{{upstream=\"{}\",instance=\"{}\"}} {}",
+                pool.name,
+                inst.authority,
+                u8::from(pool.is_available(i))
+            );
         }
     }
     let mut r = Response::new(Full::new(Bytes::from(out)));

@@ -315,7 +315,7 @@ fn finish(
 ) -> Response<ProxyBody> {
     let status = resp.status().as_u16();
     if let Some(cell) = cell {
-        cell.record(start.elapsed().as_micros() as u64, status >= 500);
+        cell.record(start.elapsed().as_micros() as u64, status);
     }
     if shared.access_log {
         tracing::info!(

@@ -27,6 +27,11 @@ struct Window {
 pub struct Cell {
     windows: [Window; WINDOWS],
     total: AtomicU64,
+    /// Since start, by status class: 1xx..5xx at 1..=5 (0 unused).
+    classes: [AtomicU64; 6],
+    /// Since start, the latency histogram and the sum of latencies.
+    latency_total: [AtomicU64; BUCKETS],
+    latency_sum_us: AtomicU64,
 }
 
 /// What a cell says about the last minute.
@@ -81,15 +86,62 @@ impl Default for Cell {
                 latency: std::array::from_fn(|_| AtomicU64::new(0)),
             }),
             total: AtomicU64::new(0),
+            classes: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_total: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_us: AtomicU64::new(0),
         }
     }
 }
 
 impl Cell {
-    /// Records one request: its latency to response headers and whether it failed.
+    /// Records one request: its latency to response headers and its status
+    /// (5xx, including the proxy's own errors, count as errors).
     #[inline]
-    pub fn record(&self, latency_us: u64, error: bool) {
-        self.record_at(now_secs(), latency_us, error);
+    pub fn record(&self, latency_us: u64, status: u16) {
+        let class = usize::from(status / 100).min(5);
+        self.classes[class].fetch_add(1, Ordering::Relaxed);
+        self.latency_total[bucket(latency_us)].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(latency_us, Ordering::Relaxed);
+        self.record_at(now_secs(), latency_us, status >= 500);
+    }
+
+    /// Requests since start by status class (`"2xx"`...), for /metrics.
+    pub fn by_class(&self) -> Vec<(&'static str, u64)> {
+        const NAMES: [&str; 6] = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx"];
+        self.classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (NAMES[i], c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Cumulative counts at Prometheus-style bounds (seconds), the sum in
+    /// seconds and the count, since start. A bucket of ours counts towards a
+    /// bound when its upper edge is within it.
+    pub fn histogram(&self, bounds: &[f64]) -> (Vec<u64>, f64, u64) {
+        let counts: Vec<u64> = self
+            .latency_total
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let cumulative = bounds
+            .iter()
+            .map(|&le| {
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(b, _)| bucket_upper_us(*b) / 1e6 <= le)
+                    .map(|(_, n)| n)
+                    .sum()
+            })
+            .collect();
+        (
+            cumulative,
+            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            total,
+        )
     }
 
     fn record_at(&self, now: u64, latency_us: u64, error: bool) {

@@ -173,6 +173,11 @@ impl UpstreamPool {
         }
     }
 
+    /// Whether instance `i` takes traffic now: healthy and not ejected.
+    pub fn is_available(&self, i: usize) -> bool {
+        self.available(i, self.now_ms())
+    }
+
     /// Whether instance `i` is ejected right now.
     pub fn is_ejected(&self, i: usize) -> bool {
         self.instances[i].ejected_until.load(Ordering::Relaxed) > self.now_ms()

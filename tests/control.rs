@@ -406,3 +406,36 @@ async fn cli_exit_codes_and_explain_live() {
         "cannot reach strangler admin at http://127.0.0.1:9: connection refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_in_prometheus_text() {
+    let (mono, orders) = two_backends().await;
+    let proxy = Proxy::start(&config(&mono, &orders, "orders = 0, monolith = 100"));
+    let c = client();
+    for _ in 0..7 {
+        get(&c, &proxy.url("/api/orders/1"), &[]).await;
+    }
+    get(&c, &proxy.url("/status/503"), &[]).await;
+    assert!(proxy.cli(&["shift", "orders", "30"]).status.success());
+    let m = get(&c, &format!("{}/metrics", proxy.admin_url()), &[]).await;
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    for line in [
+        "strangler_config_version 2",
+        "strangler_requests_total{route=\"orders\",upstream=\"monolith\",status=\"2xx\"} 7",
+        "strangler_requests_total{route=\"(default)\",upstream=\"monolith\",status=\"5xx\"} 1",
+        "strangler_request_duration_seconds_count{route=\"orders\",upstream=\"monolith\"} 7",
+        "strangler_request_duration_seconds_bucket{route=\"orders\",upstream=\"monolith\",le=\"+Inf\"} 7",
+        "strangler_route_weight_percent{route=\"orders\",upstream=\"orders\"} 30",
+        "strangler_route_weight_percent{route=\"orders\",upstream=\"monolith\"} 70",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(text.contains(&format!(
+        "strangler_upstream_instance_up{{upstream=\"orders\",instance=\"{}\"}} 1",
+        orders.addr
+    )));
+}
