@@ -17,11 +17,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 async fn backend(tagged: Arc<AtomicU64>, total: Arc<AtomicU64>) -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             let (tagged, total) = (tagged.clone(), total.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -29,7 +33,11 @@ async fn backend(tagged: Arc<AtomicU64>, total: Arc<AtomicU64>) -> std::net::Soc
                     if req.headers().contains_key("x-after-rollback") {
                         tagged.fetch_add(1, Ordering::Relaxed);
                     }
-                    async { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok")))) }
+                    async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(s), svc)
@@ -42,7 +50,12 @@ async fn backend(tagged: Arc<AtomicU64>, total: Arc<AtomicU64>) -> std::net::Soc
 
 fn main() {
     let bin = std::env::var("STRANGLER_BIN").unwrap_or_else(|_| "target/release/strangler".into());
-    let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else { return };
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
     rt.block_on(async move {
         let (mono_tagged, mono_total) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (new_tagged, new_total) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

@@ -56,8 +56,14 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    r.headers_mut()
+        .insert(ADMIN_MARKER, http::HeaderValue::from_static("1"));
     r
 }
+
+/// Every admin answer carries this header, so the CLI can tell strangler's
+/// admin API from anything else that answers on that address.
+pub const ADMIN_MARKER: &str = "x-strangler-admin";
 
 fn error(status: u16, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
     reply(
@@ -88,7 +94,10 @@ fn authorized(auth: &AdminAuth, req: &Request<Incoming>) -> bool {
     else {
         return false;
     };
-    let got = got.strip_prefix("Bearer ").unwrap_or("");
+    let got = match got.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => "",
+    };
     ct_eq(got.as_bytes(), token.as_bytes())
 }
 
@@ -217,26 +226,29 @@ async fn handle(
             .await
         }
         (&Method::POST, ["api", "v1", "routes", name, "rollback"]) => {
-            let live = shared.live.load_full();
-            let default = live
-                .config()
-                .upstream(live.config().default_upstream)
-                .name
-                .clone();
+            let name = name.to_string();
             let reason = if reason.is_empty() {
                 "rollback".to_string()
             } else {
                 reason.clone()
             };
-            set_split(
-                shared,
-                &actor,
-                &reason,
-                if_match,
-                name,
-                BTreeMap::from([(default, 100.0)]),
-            )
-            .await
+            shared
+                .change(&actor, &reason, if_match, move |config, layer| {
+                    if config.route(&name).is_none() {
+                        return Err(ControlError::UnknownRoute(name));
+                    }
+                    let before = control::override_json(layer, &name);
+                    let o = layer.routes.entry(name.clone()).or_default();
+                    o.rolled_back = true;
+                    o.split = None;
+                    Ok((
+                        Some(name.clone()),
+                        before,
+                        control::override_json(layer, &name),
+                    ))
+                })
+                .await
+                .map(version_json)
         }
         (&Method::POST, ["api", "v1", "routes", name, "reset"]) => {
             let name = name.to_string();
@@ -332,11 +344,12 @@ async fn set_split(
             }
             control::validate_weights(config, &weights)?;
             let before = control::override_json(layer, &name);
-            layer
+            let o = layer
                 .routes
                 .entry(name.clone())
-                .or_insert_with(RouteOverride::default)
-                .split = Some(weights);
+                .or_insert_with(RouteOverride::default);
+            o.split = Some(weights);
+            o.rolled_back = false;
             Ok((
                 Some(name.clone()),
                 before,
@@ -416,10 +429,10 @@ async fn rollback_all(
     shared
         .change(actor, reason, if_match, |config, layer| {
             let before = control::layer_json(layer);
-            let default = config.upstream(config.default_upstream).name.clone();
             for r in &config.routes {
-                layer.routes.entry(r.name.clone()).or_default().split =
-                    Some(BTreeMap::from([(default.clone(), 100.0)]));
+                let o = layer.routes.entry(r.name.clone()).or_default();
+                o.rolled_back = true;
+                o.split = None;
             }
             Ok((None, before, control::layer_json(layer)))
         })
@@ -517,7 +530,8 @@ pub fn status(shared: &Arc<Shared>) -> Value {
                 "match": r.matcher.describe().join(", "),
                 "split": control::split_json(config, split),
                 "file_split": control::split_json(config, &r.split),
-                "override": overridden.is_some_and(|o| o.split.is_some()),
+                "override": overridden.is_some_and(|o| o.split.is_some() || o.rolled_back),
+                "rolled_back": overridden.is_some_and(|o| o.rolled_back),
                 "sticky": r.sticky.as_ref().map(|s| s.to_string()),
                 "shadow": shadow,
                 "requests": requests,

@@ -64,6 +64,12 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl AdminClient {
     pub fn new(base: &str, token: Option<String>, actor: String) -> Result<Self, CallError> {
+        let lower = base.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Err(CallError::Refused(format!(
+                "invalid --admin URL \"{base}\": give http://HOST:PORT"
+            )));
+        }
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
@@ -103,6 +109,17 @@ impl AdminClient {
             reason: root_cause(&e),
         })?;
         let status = resp.status();
+        // Only strangler's admin API marks its answers; anything else on that
+        // address (the proxy port, another server) is not it.
+        if !resp.headers().contains_key(crate::admin::ADMIN_MARKER) {
+            return Err(CallError::Unreachable {
+                base: self.base.clone(),
+                reason: format!(
+                    "it answered HTTP {} but is not a strangler admin API",
+                    status.as_u16()
+                ),
+            });
+        }
         let text = resp.text().map_err(|e| CallError::Unreachable {
             base: self.base.clone(),
             reason: root_cause(&e),

@@ -148,14 +148,34 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
-                _ => 1,
-            };
-            let _ = e.print();
-            return ExitCode::from(code);
+            match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    return ExitCode::from(
+                        if e.kind()
+                            == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                        {
+                            1
+                        } else {
+                            0
+                        },
+                    );
+                }
+                _ => {
+                    // One line: clap's first line, without its usage block.
+                    let rendered = e.render().to_string();
+                    let first = rendered.lines().next().unwrap_or("invalid arguments");
+                    eprintln!("{first} (see strangler --help)");
+                    return ExitCode::from(1);
+                }
+            }
         }
     };
+    if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
+        restore_sigpipe();
+    }
     match cli.command {
         Command::Serve {
             config,
@@ -203,6 +223,17 @@ pub fn main() -> ExitCode {
             };
             control(&c, other)
         }
+    }
+}
+
+/// CLI output piped into `head` ends quietly, as with other Unix tools,
+/// instead of panicking on a closed pipe. Not for `serve` or `demo`.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: resetting a signal disposition to its default before any
+    // other thread exists; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -18,6 +18,10 @@ use strangler_rules::{Config, Split, UpstreamId};
 /// Overrides of one route.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteOverride {
+    /// Rolled back: everything to the default upstream, whatever the
+    /// default upstream is after later reloads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolled_back: bool,
     /// Percent by upstream name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<BTreeMap<String, f64>>,
@@ -257,10 +261,13 @@ pub fn live_splits(config: &Config, layer: &RuntimeLayer) -> Vec<Split> {
         .routes
         .iter()
         .map(|r| {
-            layer
-                .routes
-                .get(&r.name)
-                .and_then(|o| o.split.as_ref())
+            let o = layer.routes.get(&r.name);
+            if o.is_some_and(|o| o.rolled_back) {
+                return Split::single(config.default_upstream, config.default_upstream);
+            }
+            // Overrides are checked against the config whenever either
+            // changes (see `prune`), so an invalid one never gets here.
+            o.and_then(|o| o.split.as_ref())
                 .and_then(|w| validate_weights(config, w).ok())
                 .map(|w| Split::new(&w, config.default_upstream))
                 .unwrap_or_else(|| r.split.clone())
@@ -276,17 +283,30 @@ pub fn split_json(config: &Config, split: &Split) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// Drops overrides of routes that no longer exist; returns what was dropped.
-pub fn prune(config: &Config, layer: &mut RuntimeLayer) -> BTreeMap<String, RouteOverride> {
-    let gone: Vec<String> = layer
-        .routes
-        .keys()
-        .filter(|name| config.route(name).is_none())
-        .cloned()
-        .collect();
-    gone.into_iter()
-        .filter_map(|name| layer.routes.remove(&name).map(|o| (name, o)))
-        .collect()
+/// Makes the layer fit `config`: drops the overrides of routes that no
+/// longer exist, split overrides that name upstreams the config no longer
+/// has, and shadow overrides of routes without a shadow. Returns a line per
+/// dropped thing, for the version's reason.
+pub fn prune(config: &Config, layer: &mut RuntimeLayer) -> Vec<String> {
+    let mut dropped = Vec::new();
+    layer.routes.retain(|name, o| {
+        let Some(route) = config.route(name) else {
+            dropped.push(format!("{name} (route removed)"));
+            return false;
+        };
+        if let Some(w) = &o.split
+            && let Err(e) = validate_weights(config, w)
+        {
+            dropped.push(format!("{name} split ({e})"));
+            o.split = None;
+        }
+        if o.shadow.is_some() && route.shadow.is_none() {
+            dropped.push(format!("{name} shadow (no shadow in the config)"));
+            o.shadow = None;
+        }
+        o.rolled_back || o.split.is_some() || o.shadow.is_some() || !o.ignore_fields_add.is_empty()
+    });
+    dropped
 }
 
 /// The override of a route as JSON (null when none).

@@ -86,8 +86,12 @@ pub fn rollback(c: &AdminClient, route: Option<&str>, all: bool, reason: Option<
     let path = match (route, all) {
         (Some(r), false) => format!("/api/v1/routes/{r}/rollback"),
         (None, true) => "/api/v1/rollback".to_string(),
-        _ => {
+        (Some(_), true) => {
             eprintln!("give a ROUTE or --all, not both");
+            return ExitCode::from(1);
+        }
+        (None, false) => {
+            eprintln!("give a ROUTE to roll back, or --all for every route");
             return ExitCode::from(1);
         }
     };

@@ -23,6 +23,8 @@ pub enum ProxyError {
     UpstreamTimeout(std::time::Duration),
     #[error("no healthy upstream instance")]
     NoHealthyInstance,
+    #[error("method {0} is not supported by this proxy")]
+    MethodNotAllowed(String),
     #[error("aggregates are not served yet by this version")]
     AggregateNotSupported,
 }
@@ -37,6 +39,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoHealthyInstance => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::AggregateNotSupported => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 

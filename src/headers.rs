@@ -237,11 +237,13 @@ pub fn request_host(parts: &Parts) -> Result<Option<&str>, crate::error::ProxyEr
         Version::HTTP_2 | Version::HTTP_3 => {
             Ok(parts.uri.authority().map(|a| a.as_str()).or(header_host))
         }
-        Version::HTTP_11 => match header_host {
-            Some(h) => Ok(Some(h)),
-            None => Err(crate::error::ProxyError::MissingHost),
+        // An absolute-form target's host wins over Host (RFC 9112 3.2.2).
+        Version::HTTP_11 => match (parts.uri.authority(), header_host) {
+            (Some(a), _) => Ok(Some(a.as_str())),
+            (None, Some(h)) => Ok(Some(h)),
+            (None, None) => Err(crate::error::ProxyError::MissingHost),
         },
-        _ => Ok(header_host.or_else(|| parts.uri.authority().map(|a| a.as_str()))),
+        _ => Ok(parts.uri.authority().map(|a| a.as_str()).or(header_host)),
     }
 }
 

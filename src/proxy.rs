@@ -47,6 +47,26 @@ pub async fn handle(
             ));
         }
     };
+    if method == http::Method::CONNECT {
+        let e = ProxyError::MethodNotAllowed("CONNECT".into());
+        return Ok(finish(
+            &shared,
+            &parts,
+            client,
+            start,
+            None,
+            None,
+            None,
+            e.response(None, None),
+        ));
+    }
+    // An absolute-form target (`GET http://host/path`): its host replaces Host.
+    if parts.version != Version::HTTP_2
+        && parts.uri.authority().is_some()
+        && let Some(h) = &host_value
+    {
+        parts.headers.insert(header::HOST, h.clone());
+    }
     let decision = {
         let view = RequestHead {
             parts: &parts,

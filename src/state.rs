@@ -125,9 +125,9 @@ impl Shared {
                 format!("started with {}", config_path.display())
             } else {
                 format!(
-                    "started with {}; dropped overrides of removed routes: {}",
+                    "started with {}; dropped overrides that no longer fit the config: {}",
                     config_path.display(),
-                    dropped.keys().cloned().collect::<Vec<_>>().join(", ")
+                    dropped.join(", ")
                 )
             };
             let rec = control::record(
@@ -190,8 +190,8 @@ impl Shared {
             "config reloaded".to_string()
         } else {
             format!(
-                "config reloaded; dropped overrides of removed routes: {}",
-                dropped.keys().cloned().collect::<Vec<_>>().join(", ")
+                "config reloaded; dropped overrides that no longer fit the config: {}",
+                dropped.join(", ")
             )
         };
         let rec = control::record(
@@ -218,7 +218,7 @@ impl Shared {
             &self.stats,
         );
         self.live.store(Arc::new(live));
-        tracing::info!(routes, version = rec.version, "config reloaded");
+        tracing::info!(routes, version = rec.version, "{reason}");
         Ok(rec.version)
     }
 
@@ -291,10 +291,20 @@ impl Shared {
                 .ok_or(ControlError::UnknownVersion(version))?,
             None => return Err(ControlError::UnknownVersion(version)),
         };
-        let reason = format!("revert to version {version}");
+        let live = self.live.load_full();
+        let mut restored = target.layer.clone();
+        let dropped = control::prune(live.config(), &mut restored);
+        let reason = if dropped.is_empty() {
+            format!("revert to version {version}")
+        } else {
+            format!(
+                "revert to version {version}; dropped overrides that no longer fit the config: {}",
+                dropped.join(", ")
+            )
+        };
         self.change(actor, &reason, if_match, move |config, layer| {
             let before = control::layer_json(layer);
-            let mut restored = target.layer.clone();
+            let mut restored = restored;
             control::prune(config, &mut restored);
             *layer = restored;
             Ok((None, before, control::layer_json(layer)))

@@ -188,7 +188,7 @@ async fn history_revert_reset_and_reload_keep_an_exact_record() {
     assert_eq!(versions[0]["actor"], "cy");
     assert_eq!(versions[0]["reason"], "p99 up");
     assert_eq!(versions[0]["route"], "orders");
-    assert_eq!(versions[0]["change"]["after"]["split"]["monolith"], 100.0);
+    assert_eq!(versions[0]["change"]["after"]["rolled_back"], true);
     assert_eq!(versions[2]["actor"], "ana");
     assert_eq!(versions[2]["change"]["before"], serde_json::Value::Null);
     assert!(versions[0]["time"].as_str().unwrap_or("").ends_with('Z'));
@@ -438,4 +438,91 @@ async fn metrics_in_prometheus_text() {
         "strangler_upstream_instance_up{{upstream=\"orders\",instance=\"{}\"}} 1",
         orders.addr
     )));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_that_no_longer_fit_are_dropped_and_recorded() {
+    let (mono, orders) = two_backends().await;
+    let body = config(&mono, &orders, "orders = 20, monolith = 80");
+    let mut proxy = Proxy::start(&body);
+    // A rollback follows the default upstream, whatever it is renamed to.
+    assert!(proxy.cli(&["rollback", "orders"]).status.success());
+    let renamed = body
+        .replace("[upstreams.monolith]", "[upstreams.legacy]")
+        .replace("upstream = \"monolith\"", "upstream = \"legacy\"")
+        .replace("monolith = 80", "legacy = 80");
+    proxy.reload(&renamed);
+    proxy.wait_for_log("config reloaded");
+    let c = client();
+    for u in 0..30 {
+        let r = get(
+            &c,
+            &proxy.url("/api/orders/1"),
+            &[("x-user-id", &u.to_string())],
+        )
+        .await;
+        assert_eq!(
+            r.backend(),
+            "monolith",
+            "the rolled-back route left the (renamed) default upstream"
+        );
+    }
+    let s = status(&proxy);
+    assert_eq!(s["routes"][0]["rolled_back"], true);
+    assert_eq!(s["routes"][0]["split"]["legacy"], 100.0);
+
+    // A shift to an upstream that the file then removes is dropped, and history says so.
+    assert!(
+        proxy
+            .cli(&["shift", "orders", "50", "--to", "orders"])
+            .status
+            .success()
+    );
+    let without_orders = renamed
+        .replace(
+            &format!("[upstreams.orders]\nurls = [\"{}\"]\n", orders.url()),
+            "",
+        )
+        .replace("orders = 20, legacy = 80", "legacy = 100");
+    proxy.reload(&without_orders);
+    proxy.wait_for_log("dropped overrides that no longer fit the config");
+    let s = status(&proxy);
+    assert_eq!(s["routes"][0]["override"], false, "{s}");
+    let out = proxy.cli(&["history", "--json"]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let reason = h["versions"][0]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("orders split (unknown upstream \"orders\""),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_anything_but_the_admin_api() {
+    let (mono, orders) = two_backends().await;
+    let proxy = Proxy::start_env(
+        "",
+        &config(&mono, &orders, "orders = 20, monolith = 80"),
+        &[],
+        &[("STRANGLER_ADMIN_TOKEN", "s3cret")],
+    );
+    // The proxy port answers 200 from the monolith: that is not a rollback.
+    let out = cli_at(
+        &format!("http://{}", proxy.addr),
+        &["rollback", "orders"],
+        Some("s3cret"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("is not a strangler admin API"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+    // The bearer scheme is case-insensitive.
+    let c = client();
+    let r = get(
+        &c,
+        &format!("{}/api/v1/status", proxy.admin_url()),
+        &[("authorization", "bearer s3cret")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
 }

@@ -798,3 +798,32 @@ async fn access_log_as_json_or_off() {
         "access log line written with --access-log off"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_targets_route_by_their_host_and_connect_is_refused() {
+    let (mono, admin) = (Backend::start("mono").await, Backend::start("admin").await);
+    let cfg = format!(
+        "{}[default]\nupstream = \"mono\"\n[[routes]]\nname = \"adm\"\nmatch.host = \"admin.example\"\nupstream = \"admin\"\n",
+        upstreams(&[("mono", &mono), ("admin", &admin)])
+    );
+    let proxy = Proxy::start(&cfg);
+    let r = raw(
+        proxy.addr,
+        b"GET http://admin.example/x HTTP/1.1\r\nHost: www.example\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\"backend\":\"admin\""), "{r}");
+    assert!(
+        r.contains("\"host\":[\"admin.example\"]"),
+        "the upstream sees the target's host: {r}"
+    );
+    let r = raw(
+        proxy.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+    assert!(r.contains("CONNECT is not supported"), "{r}");
+    assert_eq!(mono.requests() + admin.requests(), 1);
+}
