@@ -484,7 +484,11 @@ fn history(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlError> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "route" => route = Some(strangler_rules::matcher::form_decode(v).into_owned()),
-            "limit" => limit = v.parse().unwrap_or(limit),
+            "limit" => {
+                limit = v.parse().map_err(|_| {
+                    ControlError::Invalid(format!("invalid limit \"{v}\": give a number"))
+                })?
+            }
             _ => {}
         }
     }

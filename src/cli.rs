@@ -82,7 +82,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Ask the running proxy (runtime layer applied) instead of reading the file.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         live: bool,
     },
     /// Routes with their live split, overrides, shadow and traffic.

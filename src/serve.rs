@@ -153,12 +153,6 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
         );
         return ExitCode::from(1);
     }
-    if token.is_none() {
-        tracing::warn!(
-            "{} is not set: the admin API on {admin_addr} needs no token (loopback only)",
-            config.admin.token_env
-        );
-    }
     let admin_listener = match TcpListener::bind(admin_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -167,6 +161,12 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
         }
     };
     let admin_bound = admin_listener.local_addr().unwrap_or(admin_addr);
+    if token.is_none() {
+        tracing::warn!(
+            "{} is not set: the admin API on {admin_bound} needs no token (loopback only)",
+            config.admin.token_env
+        );
+    }
 
     let shared = match Shared::start(
         config,
