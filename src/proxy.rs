@@ -13,12 +13,13 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use strangler_rules::Target;
 
-use crate::body::{ProxyBody, ReclaimableBody};
+use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::{
     RequestHead, append_via, client_ip, idempotent, request_host, set_forwarded, strip_hop_by_hop,
 };
 use crate::state::Shared;
+use crate::upstream::SendError;
 
 /// Serves one request. Never fails: errors become JSON responses.
 pub async fn handle(
@@ -141,38 +142,21 @@ pub async fn handle(
     let may_retry_sent = idempotent(&method) && body_empty;
     let mut retries_left = route.map_or(0, |r| r.retries);
     let mut connect_retry_used = false;
-    let mut body = Some(body);
     let mut tried: Vec<usize> = Vec::with_capacity(2);
-    // Headers are needed again only if another attempt is possible.
-    let can_retry = pool.instances.len() > 1 || retries_left > 0;
+    let request_body = if body_empty {
+        ProxyBody::Empty
+    } else {
+        ProxyBody::Incoming(body)
+    };
+    // Headers are kept for a retry after sending only when one can happen.
+    let retry_headers = (may_retry_sent && retries_left > 0).then(|| parts.headers.clone());
+    let mut up = Request::new(request_body);
+    *up.method_mut() = method.clone();
+    *up.version_mut() = Version::HTTP_11;
+    *up.headers_mut() = std::mem::take(&mut parts.headers);
 
-    loop {
-        let i = match pool.pick(&tried) {
-            Ok(i) => i,
-            Err(_) => {
-                let resp = ProxyError::NoHealthyInstance.response(route_name, upstream_name);
-                return Ok(finish(
-                    &shared,
-                    &parts,
-                    client,
-                    start,
-                    route_name,
-                    upstream_name,
-                    Some(cell),
-                    resp,
-                ));
-            }
-        };
-        tried.push(i);
-        let instance = &pool.instances[i];
-        let uri = Uri::builder()
-            .scheme(instance.scheme.clone())
-            .authority(instance.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build();
-        let Ok(uri) = uri else {
-            let resp = ProxyError::BadRequest("cannot build the upstream URI".into())
-                .response(route_name, upstream_name);
+    macro_rules! answer {
+        ($resp:expr) => {
             return Ok(finish(
                 &shared,
                 &parts,
@@ -181,45 +165,32 @@ pub async fn handle(
                 route_name,
                 upstream_name,
                 Some(cell),
-                resp,
-            ));
+                $resp,
+            ))
         };
-        let (req_body, reclaim) = if body_empty {
-            (ProxyBody::Empty, None)
-        } else {
-            match body.take() {
-                Some(b) => {
-                    let (rb, reclaim) = ReclaimableBody::new(b);
-                    (ProxyBody::Reclaimable(rb), Some(reclaim))
-                }
-                None => {
-                    let resp = ProxyError::UpstreamBroken("request body already sent".into())
-                        .response(route_name, upstream_name);
-                    return Ok(finish(
-                        &shared,
-                        &parts,
-                        client,
-                        start,
-                        route_name,
-                        upstream_name,
-                        Some(cell),
-                        resp,
-                    ));
-                }
-            }
+    }
+    loop {
+        let i = match pool.pick(&tried) {
+            Ok(i) => i,
+            Err(_) => answer!(ProxyError::NoHealthyInstance.response(route_name, upstream_name)),
         };
-        let mut up = Request::new(req_body);
-        *up.method_mut() = method.clone();
-        *up.uri_mut() = uri;
-        *up.version_mut() = Version::HTTP_11;
-        *up.headers_mut() = if can_retry {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-
+        tried.push(i);
+        let instance = &pool.instances[i];
+        // The upstream sees origin-form: path and query byte for byte.
+        let uri = Uri::builder()
+            .scheme(instance.scheme.clone())
+            .authority(instance.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build();
+        match uri {
+            Ok(uri) => *up.uri_mut() = uri,
+            Err(_) => answer!(
+                ProxyError::BadRequest("cannot build the upstream URI".into())
+                    .response(route_name, upstream_name)
+            ),
+        }
         pool.start_request(i);
-        let result = tokio::time::timeout(timeout, pool.client.request(up)).await;
+        let result = tokio::time::timeout(timeout, pool.send(i, up)).await;
         pool.end_request(i);
         match result {
             Ok(Ok(resp)) => {
@@ -233,78 +204,39 @@ pub async fn handle(
                 strip_hop_by_hop(&mut rparts.headers);
                 append_via(&mut rparts.headers, rparts.version);
                 rparts.version = client_version;
-                let resp = Response::from_parts(rparts, ProxyBody::Incoming(rbody));
-                return Ok(finish(
-                    &shared,
-                    &parts,
-                    client,
-                    start,
-                    route_name,
-                    upstream_name,
-                    Some(cell),
-                    resp,
-                ));
+                answer!(Response::from_parts(rparts, ProxyBody::Pooled(rbody)));
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(SendError::Connect(msg, back))) => {
                 pool.record_failure(i);
-                // Nothing was sent: try one other instance, with the body back.
+                // Nothing was sent: try one other instance with the same request.
                 if !connect_retry_used && pool.has_other(&tried) {
                     connect_retry_used = true;
-                    if let Some(r) = &reclaim {
-                        body = r.take();
-                    }
-                    if body_empty || body.is_some() {
-                        continue;
-                    }
+                    up = *back;
+                    continue;
                 }
-                let resp =
-                    ProxyError::ConnectFailed(error_chain(&e)).response(route_name, upstream_name);
-                return Ok(finish(
-                    &shared,
-                    &parts,
-                    client,
-                    start,
-                    route_name,
-                    upstream_name,
-                    Some(cell),
-                    resp,
-                ));
+                answer!(ProxyError::ConnectFailed(msg).response(route_name, upstream_name));
             }
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Broken(e))) => {
                 pool.record_failure(i);
                 if may_retry_sent && retries_left > 0 {
                     retries_left -= 1;
                     if !pool.has_other(&tried) {
                         tried.clear();
                     }
+                    // Only body-less requests get here, so nothing is lost.
+                    up = Request::new(ProxyBody::Empty);
+                    *up.method_mut() = method.clone();
+                    *up.version_mut() = Version::HTTP_11;
+                    *up.headers_mut() = retry_headers.clone().unwrap_or_default();
                     continue;
                 }
-                let resp =
-                    ProxyError::UpstreamBroken(error_chain(&e)).response(route_name, upstream_name);
-                return Ok(finish(
-                    &shared,
-                    &parts,
-                    client,
-                    start,
-                    route_name,
-                    upstream_name,
-                    Some(cell),
-                    resp,
-                ));
+                answer!(
+                    ProxyError::UpstreamBroken(error_chain(&e)).response(route_name, upstream_name)
+                );
             }
             Err(_) => {
                 pool.record_failure(i);
-                let resp = ProxyError::UpstreamTimeout(timeout).response(route_name, upstream_name);
-                return Ok(finish(
-                    &shared,
-                    &parts,
-                    client,
-                    start,
-                    route_name,
-                    upstream_name,
-                    Some(cell),
-                    resp,
-                ));
+                answer!(ProxyError::UpstreamTimeout(timeout).response(route_name, upstream_name));
             }
         }
     }

@@ -1,23 +1,113 @@
 //! Upstream pools: the instances of one upstream, load balancing over them,
 //! passive health (eject after consecutive failures, never all of them),
-//! active health checks, and the pooled keep-alive HTTP client. All state
-//! on the request path is atomics; nothing here takes a lock per request.
+//! active health checks, and keep-alive HTTP/1.1 connections to each
+//! instance: idle connections wait in a per-instance stack, a response body
+//! that is read to its end gives its connection back. Balancing and health
+//! are atomics; the idle stack is one short, uncontended mutex.
 
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
 
-use http::Uri;
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use strangler_rules::config::{Balance, Upstream};
 
 use crate::body::ProxyBody;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+/// Idle connections kept per instance at most.
+const MAX_IDLE: usize = 1024;
+
+/// A keep-alive connection to an instance.
+pub type Conn = SendRequest<ProxyBody>;
+
+/// The idle connections of one instance.
+#[derive(Debug, Default)]
+pub struct IdleConns(Mutex<Vec<Conn>>);
+
+impl IdleConns {
+    fn pop(&self) -> Option<Conn> {
+        self.0.lock().ok().and_then(|mut v| v.pop())
+    }
+
+    fn push(&self, c: Conn) {
+        if c.is_closed() {
+            return;
+        }
+        if let Ok(mut v) = self.0.lock()
+            && v.len() < MAX_IDLE
+        {
+            v.push(c);
+        }
+    }
+}
+
+/// Why a request could not be sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made: nothing was sent, the request is back.
+    Connect(String, Box<Request<ProxyBody>>),
+    /// The connection failed after the request was (maybe) sent.
+    Broken(hyper::Error),
+}
+
+/// A response body that gives its connection back when read to the end.
+#[derive(Debug)]
+pub struct PooledBody {
+    body: Incoming,
+    back: Option<(Conn, Arc<IdleConns>)>,
+}
+
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some((conn, idle)) = self.back.take() {
+            idle.push(conn);
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the connection has unread bytes; close it.
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    #[inline]
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.give_back();
+        }
+        r
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// One instance of an upstream.
 #[derive(Debug)]
@@ -31,6 +121,11 @@ pub struct Instance {
     /// The active health check's verdict (true without a check).
     healthy: AtomicBool,
     in_flight: AtomicUsize,
+    idle: Arc<IdleConns>,
+    /// `host:port` to connect to.
+    address: String,
+    /// The TLS server name, for https instances.
+    server_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// The instances of one upstream and the client that reaches them.
@@ -39,7 +134,7 @@ pub struct UpstreamPool {
     pub name: String,
     pub config: Upstream,
     pub instances: Vec<Instance>,
-    pub client: HttpClient,
+    tls: Option<Arc<rustls::ClientConfig>>,
     next: AtomicUsize,
     epoch: Instant,
 }
@@ -57,20 +152,46 @@ impl UpstreamPool {
             .urls
             .iter()
             .filter_map(|u| {
+                let scheme = u.scheme().cloned().unwrap_or(Scheme::HTTP);
+                let authority = u.authority()?.clone();
+                let https = scheme == Scheme::HTTPS;
+                let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+                let host = authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let address = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                let server_name = if https {
+                    rustls::pki_types::ServerName::try_from(host).ok()
+                } else {
+                    None
+                };
                 Some(Instance {
-                    scheme: u.scheme().cloned().unwrap_or(Scheme::HTTP),
-                    authority: u.authority()?.clone(),
+                    scheme,
+                    authority,
                     uri: u.clone(),
                     consecutive_failures: AtomicU32::new(0),
                     ejected_until: AtomicU64::new(0),
                     healthy: AtomicBool::new(true),
                     in_flight: AtomicUsize::new(0),
+                    idle: Arc::new(IdleConns::default()),
+                    address,
+                    server_name,
                 })
             })
             .collect();
+        let needs_tls = config
+            .urls
+            .iter()
+            .any(|u| u.scheme() == Some(&Scheme::HTTPS));
         Arc::new(UpstreamPool {
             name: config.name.clone(),
-            client: build_client(config),
+            tls: needs_tls.then(|| Arc::new(tls_config())),
             config: config.clone(),
             instances,
             next: AtomicUsize::new(0),
@@ -173,6 +294,93 @@ impl UpstreamPool {
         }
     }
 
+    /// Opens a new connection to instance `i`.
+    async fn connect(&self, i: usize) -> Result<Conn, String> {
+        let inst = &self.instances[i];
+        let connect = tokio::net::TcpStream::connect(inst.address.as_str());
+        let tcp = match tokio::time::timeout(self.config.connect_timeout, connect).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                return Err(msg
+                    .split(" (os error")
+                    .next()
+                    .unwrap_or(&msg)
+                    .to_lowercase());
+            }
+            Err(_) => {
+                return Err(format!(
+                    "connect timed out after {:?}",
+                    self.config.connect_timeout
+                ));
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut builder = hyper::client::conn::http1::Builder::new();
+        builder.writev(false);
+        match (&self.tls, &inst.server_name) {
+            (Some(tls), Some(name)) => {
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                let (conn, driver) = builder
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(driver);
+                Ok(conn)
+            }
+            _ => {
+                let (conn, driver) = builder
+                    .handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(driver);
+                Ok(conn)
+            }
+        }
+    }
+
+    /// Sends `req` to instance `i` on an idle connection or a new one. A
+    /// pooled connection that the instance closed meanwhile is replaced
+    /// without counting against the instance (the request was not sent).
+    pub async fn send(
+        &self,
+        i: usize,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let idle = &self.instances[i].idle;
+        loop {
+            let (mut conn, fresh) = match idle.pop() {
+                Some(mut c) => {
+                    if c.is_closed() || c.ready().await.is_err() {
+                        continue;
+                    }
+                    (c, false)
+                }
+                None => match self.connect(i).await {
+                    Ok(c) => (c, true),
+                    Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                },
+            };
+            match conn.try_send_request(req).await {
+                Ok(resp) => {
+                    let back = Some((conn, idle.clone()));
+                    return Ok(resp.map(|body| PooledBody { body, back }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not sent: a stale pooled connection. Try another one.
+                    Some(r) if !fresh => req = r,
+                    Some(r) => {
+                        return Err(SendError::Connect(e.into_error().to_string(), Box::new(r)));
+                    }
+                    None => return Err(SendError::Broken(e.into_error())),
+                },
+            }
+        }
+    }
+
     /// Whether instance `i` takes traffic now: healthy and not ejected.
     pub fn is_available(&self, i: usize) -> bool {
         self.available(i, self.now_ms())
@@ -205,10 +413,21 @@ impl UpstreamPool {
                                 .header(http::header::USER_AGENT, "strangler-health-check")
                                 .body(ProxyBody::Empty);
                             match req {
-                                Ok(req) => matches!(
-                                    tokio::time::timeout(check.timeout, pool.client.request(req)).await,
-                                    Ok(Ok(resp)) if resp.status().is_success()
-                                ),
+                                Ok(req) => {
+                                    match tokio::time::timeout(check.timeout, pool.send(i, req))
+                                        .await
+                                    {
+                                        Ok(Ok(resp)) => {
+                                            let ok = resp.status().is_success();
+                                            // Read the (small) body so the connection is reused.
+                                            let _ =
+                                                http_body_util::BodyExt::collect(resp.into_body())
+                                                    .await;
+                                            ok
+                                        }
+                                        _ => false,
+                                    }
+                                }
                                 Err(_) => false,
                             }
                         }
@@ -223,7 +442,6 @@ impl UpstreamPool {
                             "active health check changed"
                         );
                     }
-                    let _ = i;
                 }
             }
         });
@@ -240,28 +458,11 @@ fn tls_config() -> rustls::ClientConfig {
             for cert in native.certs {
                 let _ = roots.add(cert);
             }
-            rustls::ClientConfig::builder()
+            let mut config = rustls::ClientConfig::builder()
                 .with_root_certificates(roots)
-                .with_no_client_auth()
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            config
         })
         .clone()
-}
-
-fn build_client(config: &Upstream) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config())
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .http1_writev(false)
-        .build(https)
 }

@@ -827,3 +827,24 @@ async fn absolute_form_targets_route_by_their_host_and_connect_is_refused() {
     assert!(r.contains("CONNECT is not supported"), "{r}");
     assert_eq!(mono.requests() + admin.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_closed_ones_replaced() {
+    let a = Backend::start("a").await;
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let proxy = Proxy::start(&cfg);
+    let c = client();
+    for _ in 0..50 {
+        assert_eq!(get(&c, &proxy.url("/x"), &[]).await.status, 200);
+    }
+    assert_eq!(
+        a.connections(),
+        1,
+        "sequential requests reuse one upstream connection"
+    );
+    // An upstream that closes after each answer: every request still succeeds.
+    for _ in 0..5 {
+        assert_eq!(get(&c, &proxy.url("/close"), &[]).await.status, 200);
+    }
+    assert_eq!(get(&c, &proxy.url("/x"), &[]).await.status, 200);
+}

@@ -49,6 +49,7 @@ pub struct Backend {
 struct BackendState {
     name: String,
     requests: AtomicUsize,
+    connections: AtomicUsize,
     failing: AtomicBool,
     healthy: AtomicBool,
     gate: Notify,
@@ -64,6 +65,7 @@ impl Backend {
         let state = Arc::new(BackendState {
             name: name.to_string(),
             requests: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
             gate: Notify::new(),
@@ -76,6 +78,7 @@ impl Backend {
                     continue;
                 };
                 let st = st.clone();
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -97,6 +100,11 @@ impl Backend {
 
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     pub fn set_failing(&self, failing: bool) {
@@ -180,6 +188,12 @@ async fn handle(
             chunk: Bytes::from(vec![b'x'; 64 * 1024]),
         };
         return Ok(Response::new(body.boxed()));
+    }
+    if path == "/close" {
+        let mut r = Response::new(full(format!("{{\"backend\":\"{}\"}}", st.name)));
+        r.headers_mut()
+            .insert("connection", "close".parse().expect("value"));
+        return Ok(r);
     }
     if path == "/hop" {
         let mut r = Response::new(full("hop"));
