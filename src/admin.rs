@@ -226,48 +226,21 @@ async fn handle(
             .await
         }
         (&Method::POST, ["api", "v1", "routes", name, "rollback"]) => {
-            let name = name.to_string();
-            let reason = if reason.is_empty() {
-                "rollback".to_string()
-            } else {
-                reason.clone()
-            };
-            shared
-                .change(&actor, &reason, if_match, move |config, layer| {
-                    if config.route(&name).is_none() {
-                        return Err(ControlError::UnknownRoute(name));
-                    }
-                    let before = control::override_json(layer, &name);
-                    let o = layer.routes.entry(name.clone()).or_default();
-                    o.rolled_back = true;
-                    o.split = None;
-                    Ok((
-                        Some(name.clone()),
-                        before,
-                        control::override_json(layer, &name),
-                    ))
-                })
-                .await
-                .map(version_json)
+            let reason = or_default(&reason, "rollback");
+            route_change(shared, &actor, &reason, if_match, name, |_, o| {
+                o.rolled_back = true;
+                o.split = None;
+                Ok(())
+            })
+            .await
         }
         (&Method::POST, ["api", "v1", "routes", name, "reset"]) => {
-            let name = name.to_string();
-            let reason = if reason.is_empty() {
-                "reset to the file".to_string()
-            } else {
-                reason.clone()
-            };
-            shared
-                .change(&actor, &reason, if_match, move |config, layer| {
-                    if config.route(&name).is_none() {
-                        return Err(ControlError::UnknownRoute(name));
-                    }
-                    let before = control::override_json(layer, &name);
-                    layer.routes.remove(&name);
-                    Ok((Some(name), before, Value::Null))
-                })
-                .await
-                .map(version_json)
+            let reason = or_default(&reason, "reset to the file");
+            route_change(shared, &actor, &reason, if_match, name, |_, o| {
+                *o = RouteOverride::default();
+                Ok(())
+            })
+            .await
         }
         (&Method::PUT, ["api", "v1", "routes", name, "shadow"]) => {
             set_shadow(
@@ -282,35 +255,22 @@ async fn handle(
             .await
         }
         (&Method::PUT, ["api", "v1", "routes", name, "compare"]) => {
-            let name = name.to_string();
             let add = body.ignore_fields_add.clone().unwrap_or_default();
             if add.is_empty() || add.iter().any(|p| !(p.is_empty() || p.starts_with('/'))) {
                 Err(ControlError::Invalid(
                     "ignore_fields_add must list JSON Pointers starting with /".into(),
                 ))
             } else {
-                let reason = if reason.is_empty() {
-                    format!("mark as noise: {}", add.join(", "))
-                } else {
-                    reason.clone()
-                };
-                shared
-                    .change(&actor, &reason, if_match, move |config, layer| {
-                        if config.route(&name).is_none() {
-                            return Err(ControlError::UnknownRoute(name));
+                let reason = or_default(&reason, &format!("mark as noise: {}", add.join(", ")));
+                route_change(shared, &actor, &reason, if_match, name, |_, o| {
+                    for p in add {
+                        if !o.ignore_fields_add.contains(&p) {
+                            o.ignore_fields_add.push(p);
                         }
-                        let before = control::override_json(layer, &name);
-                        let o = layer.routes.entry(name.clone()).or_default();
-                        for p in add {
-                            if !o.ignore_fields_add.contains(&p) {
-                                o.ignore_fields_add.push(p);
-                            }
-                        }
-                        let after = control::override_json(layer, &name);
-                        Ok((Some(name), before, after))
-                    })
-                    .await
-                    .map(version_json)
+                    }
+                    Ok(())
+                })
+                .await
             }
         }
         _ => return error(404, format!("no such endpoint: {method} {path}")),
@@ -318,6 +278,37 @@ async fn handle(
     match result {
         Ok(v) => reply(StatusCode::OK, v),
         Err(e) => error(e.status(), e),
+    }
+}
+
+fn or_default(reason: &str, default: &str) -> String {
+    if reason.is_empty() {
+        default.to_string()
+    } else {
+        reason.to_string()
+    }
+}
+
+/// One route's change through `Shared::change_route`, as the API answers it.
+async fn route_change(
+    shared: &Arc<Shared>,
+    actor: &str,
+    reason: &str,
+    if_match: Option<u64>,
+    name: &str,
+    edit: impl FnOnce(&strangler_rules::Config, &mut RouteOverride) -> Result<(), ControlError>,
+) -> Result<Value, ControlError> {
+    match shared
+        .change_route(actor, reason, if_match, name, edit)
+        .await?
+    {
+        Some(rec) => Ok(version_json(rec)),
+        None => Ok(json!({
+            "version": shared.live.load().version,
+            "unchanged": true,
+            "reason": "nothing to change",
+            "route": name,
+        })),
     }
 }
 
@@ -336,28 +327,13 @@ async fn set_split(
     name: &str,
     weights: BTreeMap<String, f64>,
 ) -> Result<Value, ControlError> {
-    let name = name.to_string();
-    shared
-        .change(actor, reason, if_match, move |config, layer| {
-            if config.route(&name).is_none() {
-                return Err(ControlError::UnknownRoute(name));
-            }
-            control::validate_weights(config, &weights)?;
-            let before = control::override_json(layer, &name);
-            let o = layer
-                .routes
-                .entry(name.clone())
-                .or_insert_with(RouteOverride::default);
-            o.split = Some(weights);
-            o.rolled_back = false;
-            Ok((
-                Some(name.clone()),
-                before,
-                control::override_json(layer, &name),
-            ))
-        })
-        .await
-        .map(version_json)
+    route_change(shared, actor, reason, if_match, name, |config, o| {
+        control::validate_weights(config, &weights)?;
+        o.split = Some(weights);
+        o.rolled_back = false;
+        Ok(())
+    })
+    .await
 }
 
 async fn shift(
@@ -455,26 +431,26 @@ async fn set_shadow(
     if let Some(p) = percent {
         control::percent_bp(p)?;
     }
-    let name = name.to_string();
-    let reason = if reason.is_empty() {
-        format!("shadow {}", if enabled { "on" } else { "off" })
-    } else {
-        reason.to_string()
-    };
-    shared
-        .change(actor, &reason, if_match, move |config, layer| {
-            let route = config.route(&name).ok_or_else(|| ControlError::UnknownRoute(name.clone()))?;
-            if enabled && route.shadow.is_none() {
-                return Err(ControlError::Invalid(format!(
-                    "route \"{name}\" has no shadow upstream in the config; add shadow = {{ upstream = \"...\" }}"
-                )));
-            }
-            let before = control::override_json(layer, &name);
-            layer.routes.entry(name.clone()).or_default().shadow = Some(ShadowOverride { enabled, percent });
-            Ok((Some(name.clone()), before, control::override_json(layer, &name)))
-        })
-        .await
-        .map(version_json)
+    let reason = or_default(
+        reason,
+        &format!("shadow {}", if enabled { "on" } else { "off" }),
+    );
+    let has_shadow = shared
+        .live
+        .load()
+        .config()
+        .route(name)
+        .map(|r| r.shadow.is_some());
+    if enabled && has_shadow == Some(false) {
+        return Err(ControlError::Invalid(format!(
+            "route \"{name}\" has no shadow upstream in the config; add shadow = {{ upstream = \"...\" }}"
+        )));
+    }
+    route_change(shared, actor, &reason, if_match, name, move |_, o| {
+        o.shadow = Some(ShadowOverride { enabled, percent });
+        Ok(())
+    })
+    .await
 }
 
 fn history(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlError> {

@@ -39,6 +39,10 @@ fn done(result: Result<Value, CallError>, print: impl FnOnce(&Value)) -> ExitCod
 }
 
 fn print_version(v: &Value) {
+    if v["unchanged"].as_bool() == Some(true) {
+        println!("unchanged (version {}): nothing to change", v["version"]);
+        return;
+    }
     println!(
         "version {}: {}{}",
         v["version"],

@@ -278,6 +278,52 @@ impl Shared {
         Ok(rec)
     }
 
+    /// Changes one route's overrides: checks the route exists, lets `edit`
+    /// change its override (an override left empty is removed), and records
+    /// the before and after. A change that changes nothing writes no
+    /// version and answers with the current one.
+    pub async fn change_route(
+        &self,
+        actor: &str,
+        reason: &str,
+        if_match: Option<u64>,
+        name: &str,
+        edit: impl FnOnce(&Config, &mut control::RouteOverride) -> Result<(), ControlError>,
+    ) -> Result<Option<VersionRecord>, ControlError> {
+        let live = self.live.load_full();
+        if live.config().route(name).is_none() {
+            return Err(ControlError::UnknownRoute(name.to_string()));
+        }
+        let current = live.layer.routes.get(name).cloned().unwrap_or_default();
+        let mut edited = current.clone();
+        edit(live.config(), &mut edited)?;
+        if edited == current {
+            if let Some(asked) = if_match.filter(|&v| v != live.version) {
+                return Err(ControlError::Conflict {
+                    current: live.version,
+                    asked,
+                });
+            }
+            return Ok(None);
+        }
+        let name = name.to_string();
+        self.change(actor, reason, if_match, move |config, layer| {
+            if config.route(&name).is_none() {
+                return Err(ControlError::UnknownRoute(name));
+            }
+            let before = control::override_json(layer, &name);
+            if edited == control::RouteOverride::default() {
+                layer.routes.remove(&name);
+            } else {
+                layer.routes.insert(name.clone(), edited);
+            }
+            let after = control::override_json(layer, &name);
+            Ok((Some(name), before, after))
+        })
+        .await
+        .map(Some)
+    }
+
     /// Restores the runtime layer as it was right after `version`.
     pub async fn revert(
         &self,

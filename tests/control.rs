@@ -526,3 +526,21 @@ async fn the_cli_refuses_anything_but_the_admin_api() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_that_change_nothing_write_no_version() {
+    let (mono, orders) = two_backends().await;
+    let proxy = Proxy::start(&config(&mono, &orders, "orders = 10, monolith = 90"));
+    assert!(proxy.cli(&["rollback", "orders"]).status.success());
+    assert_eq!(status(&proxy)["version"], 2);
+    let again = proxy.cli(&["rollback", "orders"]);
+    assert!(again.status.success());
+    assert_eq!(
+        status(&proxy)["version"],
+        2,
+        "a second rollback wrote a version"
+    );
+    assert!(proxy.cli(&["reset", "orders"]).status.success());
+    assert!(proxy.cli(&["reset", "orders"]).status.success());
+    assert_eq!(status(&proxy)["version"], 3);
+}
