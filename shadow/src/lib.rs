@@ -1,1 +1,2 @@
-
+//! strangler-shadow: shadow comparison, noise filtering, redaction and the
+//! sled diff store. Filled in by the shadow issues; empty for now.
