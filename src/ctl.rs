@@ -163,6 +163,13 @@ pub fn reload(c: &AdminClient) -> ExitCode {
     )
 }
 
+/// Control characters (a newline in a reason) would break the table.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 pub fn history(c: &AdminClient, route: Option<&str>, as_json: bool) -> ExitCode {
     let path = match route {
         Some(r) => format!("/api/v1/history?route={r}"),
@@ -186,7 +193,7 @@ pub fn history(c: &AdminClient, route: Option<&str>, as_json: bool) -> ExitCode 
                 r["time"].as_str().unwrap_or(""),
                 r["actor"].as_str().unwrap_or(""),
                 r["route"].as_str().unwrap_or("*"),
-                r["reason"].as_str().unwrap_or("")
+                one_line(r["reason"].as_str().unwrap_or(""))
             );
         }
     })

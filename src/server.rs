@@ -74,9 +74,14 @@ pub async fn run(
         ?drain,
         "draining in-flight requests"
     );
-    tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_ok()
+    // A second SIGTERM/SIGINT during the drain stops waiting, as operators expect.
+    tokio::select! {
+        done = tokio::time::timeout(drain, graceful.shutdown()) => done.is_ok(),
+        () = crate::serve::shutdown_signal() => {
+            tracing::warn!("second shutdown signal: closing the remaining connections now");
+            false
+        }
+    }
 }
 
 fn serve_connection(

@@ -848,3 +848,34 @@ async fn upstream_connections_are_kept_alive_and_closed_ones_replaced() {
     }
     assert_eq!(get(&c, &proxy.url("/x"), &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_cuts_the_drain_short() {
+    let a = Backend::start("a").await;
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let mut proxy = Proxy::start_with("drain_timeout = \"10m\"", &cfg, &[]);
+    let mut arrived = a.watch_gate();
+    let url = proxy.url("/gate");
+    let in_flight = tokio::spawn(async move {
+        let req = http::Request::get(url)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("req");
+        client().request(req).await.map(|r| r.status())
+    });
+    arrived.recv().await.expect("gated request arrived");
+    proxy.signal("TERM");
+    proxy.wait_for_log("draining in-flight requests");
+    proxy.signal("INT");
+    proxy.wait_for_log("second shutdown signal");
+    let code = tokio::task::spawn_blocking(move || proxy.wait_exit())
+        .await
+        .expect("join");
+    assert_eq!(
+        code,
+        Some(0),
+        "exits without waiting out the 10 minute drain"
+    );
+    let r = in_flight.await.expect("task");
+    assert!(r.is_err(), "the cut-off request got an answer: {r:?}");
+    a.open_gate();
+}
