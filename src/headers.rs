@@ -28,14 +28,7 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// Removes hop-by-hop headers, including every header named in Connection.
 /// One pass over the names first: most messages have none or one.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut found = false;
-    for name in headers.keys() {
-        if HOP_BY_HOP.contains(name) {
-            found = true;
-            break;
-        }
-    }
-    if !found {
+    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -55,6 +48,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether a (lowercase) header name is hop-by-hop. A match on the string is
+/// far cheaper than comparing `HeaderName`s one by one.
+#[inline]
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// The protocol token for Via: `1.0`, `1.1`, `2`.
@@ -146,13 +157,18 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_hops: u32) -> IpAddr
 /// Sets the forwarding headers on a request going upstream.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     tls: bool,
     host: Option<&str>,
     trusted_hops: u32,
     version: Version,
 ) {
-    append_list(headers, &X_FORWARDED_FOR, &peer.to_string());
+    match headers.get(&X_FORWARDED_FOR) {
+        None => {
+            headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
+        }
+        Some(_) => append_list(headers, &X_FORWARDED_FOR, peer.to_str().unwrap_or("")),
+    }
     let trust = trusted_hops > 0;
     if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(

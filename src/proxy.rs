@@ -25,6 +25,7 @@ use crate::upstream::SendError;
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    peer_ip: HeaderValue,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
@@ -111,7 +112,7 @@ pub async fn handle(
     strip_hop_by_hop(&mut parts.headers);
     set_forwarded(
         &mut parts.headers,
-        peer.ip(),
+        &peer_ip,
         shared.tls,
         host_value.as_ref().and_then(|v| v.to_str().ok()),
         trusted_hops,

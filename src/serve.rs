@@ -52,7 +52,9 @@ pub fn open_store(path: &Path) -> Result<sled::Db, String> {
     sled::Config::new()
         .path(path)
         .cache_capacity(64 * 1024 * 1024)
-        .flush_every_ms(Some(500))
+        // Every change is flushed explicitly before it is acknowledged, and
+        // the store is flushed at shutdown: no periodic flusher burning CPU.
+        .flush_every_ms(None)
         .open()
         .map_err(|e| {
             let msg = e.to_string();
@@ -186,6 +188,10 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
         shared.clone(),
         crate::admin::AdminAuth { token },
     ));
+    // Signal handlers first: a signal sent right after the announcement
+    // must reach them, not the default action.
+    spawn_reload_on_sighup(shared.clone());
+    let shutdown = shutdown_signal();
     let scheme = if tls.is_some() { "https" } else { "http" };
     {
         use std::io::Write;
@@ -199,8 +205,7 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
         cb(bound, admin_bound);
     }
 
-    spawn_reload_on_sighup(shared.clone());
-    let drained = crate::server::run(listener, shared.clone(), tls, shutdown_signal()).await;
+    let drained = crate::server::run(listener, shared.clone(), tls, shutdown).await;
     if !drained {
         tracing::warn!("drain timeout reached; closing the remaining connections");
     }
@@ -213,30 +218,39 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     ExitCode::SUCCESS
 }
 
+/// Reloads on SIGHUP. The handler is installed before this returns, so a
+/// SIGHUP sent right after the proxy announced itself is never fatal.
 fn spawn_reload_on_sighup(shared: Arc<Shared>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; reload is unavailable");
             return;
         };
-        while hup.recv().await.is_some() {
-            let _ = shared.reload("SIGHUP").await;
-        }
-    });
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = shared.reload("SIGHUP").await;
+            }
+        });
+    }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let streams = {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match streams {
+            (Some(mut term), Some(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
@@ -246,10 +260,10 @@ pub async fn shutdown_signal() {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested; no longer accepting connections");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutdown requested; no longer accepting connections");
 }

@@ -68,16 +68,19 @@ pub async fn run(
         }
     }
     drop(listener);
+    // A second SIGTERM/SIGINT during the drain stops waiting, as operators
+    // expect. Listen for it before announcing the drain, so a signal sent
+    // on seeing the announcement cannot slip past.
+    let second = crate::serve::shutdown_signal();
     let drain = shared.live.load().config().listen.drain_timeout;
     tracing::info!(
         connections = graceful.count(),
         ?drain,
         "draining in-flight requests"
     );
-    // A second SIGTERM/SIGINT during the drain stops waiting, as operators expect.
     tokio::select! {
         done = tokio::time::timeout(drain, graceful.shutdown()) => done.is_ok(),
-        () = crate::serve::shutdown_signal() => {
+        () = second => {
             tracing::warn!("second shutdown signal: closing the remaining connections now");
             false
         }
@@ -93,7 +96,11 @@ fn serve_connection(
     graceful: &GracefulShutdown,
 ) {
     let shared2 = shared.clone();
-    let service = service_fn(move |req| crate::proxy::handle(shared2.clone(), peer, req));
+    // The peer's address as a header value, made once per connection.
+    let peer_ip = http::HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+    let service =
+        service_fn(move |req| crate::proxy::handle(shared2.clone(), peer, peer_ip.clone(), req));
     match tls {
         None => {
             let conn = builder
