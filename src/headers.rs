@@ -9,18 +9,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version, request::Parts};
 use strangler_rules::RequestView;
 
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -31,22 +19,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .chain(
+            headers
+                .keys()
+                .filter(|n| is_hop_by_hop(n.as_str()))
+                .cloned(),
+        )
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
 }
 
@@ -68,46 +55,25 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// The protocol token for Via: `1.0`, `1.1`, `2`.
-pub fn via_version(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
 /// Appends `VERSION strangler` to Via.
 pub fn append_via(headers: &mut HeaderMap, version: Version) {
-    if !headers.contains_key(header::VIA) {
-        let v = match version {
-            Version::HTTP_10 => HeaderValue::from_static("1.0 strangler"),
-            Version::HTTP_2 => HeaderValue::from_static("2 strangler"),
-            _ => HeaderValue::from_static("1.1 strangler"),
-        };
-        headers.insert(header::VIA, v);
-        return;
-    }
-    let ours = match version {
+    let ours = HeaderValue::from_static(match version {
         Version::HTTP_10 => "1.0 strangler",
         Version::HTTP_2 => "2 strangler",
         _ => "1.1 strangler",
-    };
-    append_list(headers, &header::VIA, ours);
+    });
+    append_value(headers, &header::VIA, &ours);
 }
 
-fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    // Common case, no earlier value: no joining, no copy of the old values.
+/// Appends `value` to a comma-separated list header, joining earlier
+/// values into one; without earlier values it is just inserted.
+fn append_value(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
     let Some(existing) = headers.get(name) else {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name.clone(), v);
-        }
+        headers.insert(name.clone(), value.clone());
         return;
     };
     let mut joined = String::with_capacity(existing.len() + value.len() + 2);
-    for v in headers.get_all(name) {
+    for v in headers.get_all(name).iter().chain(std::iter::once(value)) {
         if let Ok(s) = v.to_str() {
             if !joined.is_empty() {
                 joined.push_str(", ");
@@ -115,10 +81,6 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
             joined.push_str(s);
         }
     }
-    if !joined.is_empty() {
-        joined.push_str(", ");
-    }
-    joined.push_str(value);
     if let Ok(v) = HeaderValue::from_str(&joined) {
         headers.insert(name.clone(), v);
     }
@@ -163,12 +125,7 @@ pub fn set_forwarded(
     trusted_hops: u32,
     version: Version,
 ) {
-    match headers.get(&X_FORWARDED_FOR) {
-        None => {
-            headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
-        }
-        Some(_) => append_list(headers, &X_FORWARDED_FOR, peer.to_str().unwrap_or("")),
-    }
+    append_value(headers, &X_FORWARDED_FOR, peer);
     let trust = trusted_hops > 0;
     if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(

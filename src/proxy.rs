@@ -33,34 +33,28 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let method = parts.method.clone();
     let client = client_ip(&parts.headers, peer.ip(), live.config().listen.trusted_hops);
-
-    let host_value = match request_host(&parts) {
-        Ok(h) => h.and_then(|h| HeaderValue::from_str(h).ok()),
-        Err(e) => {
+    // Answers strangler gives itself before an upstream is chosen.
+    macro_rules! refuse {
+        ($route:expr, $err:expr) => {
             return Ok(finish(
                 &shared,
                 &parts,
                 client,
                 start,
+                $route,
                 None,
                 None,
-                None,
-                e.response(None, None),
-            ));
-        }
+                $err.response($route, None),
+            ))
+        };
+    }
+
+    let host_value = match request_host(&parts) {
+        Ok(h) => h.and_then(|h| HeaderValue::from_str(h).ok()),
+        Err(e) => refuse!(None, e),
     };
     if method == http::Method::CONNECT {
-        let e = ProxyError::MethodNotAllowed("CONNECT".into());
-        return Ok(finish(
-            &shared,
-            &parts,
-            client,
-            start,
-            None,
-            None,
-            None,
-            e.response(None, None),
-        ));
+        refuse!(None, ProxyError::MethodNotAllowed("CONNECT".into()));
     }
     // An absolute-form target (`GET http://host/path`): its host replaces Host.
     if parts.version != Version::HTTP_2
@@ -78,31 +72,20 @@ pub async fn handle(
             .decide(&view, || rand::random_range(0..10_000u16))
     };
     let config = live.config();
-    let route = match decision.target {
-        Target::Route(i) => Some(&config.routes[i]),
-        Target::Default => None,
+    // The stats slot: 0 for "no route", route index + 1 otherwise.
+    let (route, slot) = match decision.target {
+        Target::Route(i) => (Some(&config.routes[i]), i + 1),
+        Target::Default => (None, 0),
         Target::Aggregate(i) => {
-            let name = config.aggregates[i].name.as_str();
-            let resp = ProxyError::AggregateNotSupported.response(Some(name), None);
-            return Ok(finish(
-                &shared,
-                &parts,
-                client,
-                start,
-                Some(name),
-                None,
-                None,
-                resp,
-            ));
+            refuse!(
+                Some(config.aggregates[i].name.as_str()),
+                ProxyError::AggregateNotSupported
+            )
         }
     };
     let route_name = route.map(|r| r.name.as_str());
     let upstream_id = decision.upstream.unwrap_or(config.default_upstream);
     let pool = &live.pools[upstream_id.index()];
-    let slot = match decision.target {
-        Target::Route(i) => i + 1,
-        _ => 0,
-    };
     let cell: &crate::stats::Cell = &live.cells[slot][upstream_id.index()];
     let upstream_name = Some(pool.name.as_str());
 
@@ -151,10 +134,7 @@ pub async fn handle(
     };
     // Headers are kept for a retry after sending only when one can happen.
     let retry_headers = (may_retry_sent && retries_left > 0).then(|| parts.headers.clone());
-    let mut up = Request::new(request_body);
-    *up.method_mut() = method.clone();
-    *up.version_mut() = Version::HTTP_11;
-    *up.headers_mut() = std::mem::take(&mut parts.headers);
+    let mut up = upstream_request(&method, std::mem::take(&mut parts.headers), request_body);
 
     macro_rules! answer {
         ($resp:expr) => {
@@ -225,10 +205,11 @@ pub async fn handle(
                         tried.clear();
                     }
                     // Only body-less requests get here, so nothing is lost.
-                    up = Request::new(ProxyBody::Empty);
-                    *up.method_mut() = method.clone();
-                    *up.version_mut() = Version::HTTP_11;
-                    *up.headers_mut() = retry_headers.clone().unwrap_or_default();
+                    up = upstream_request(
+                        &method,
+                        retry_headers.clone().unwrap_or_default(),
+                        ProxyBody::Empty,
+                    );
                     continue;
                 }
                 answer!(
@@ -241,6 +222,19 @@ pub async fn handle(
             }
         }
     }
+}
+
+/// A request for an upstream: HTTP/1.1, its URI set per attempt.
+fn upstream_request(
+    method: &http::Method,
+    headers: http::HeaderMap,
+    body: ProxyBody,
+) -> Request<ProxyBody> {
+    let mut up = Request::new(body);
+    *up.method_mut() = method.clone();
+    *up.version_mut() = Version::HTTP_11;
+    *up.headers_mut() = headers;
+    up
 }
 
 /// The innermost cause, which says what actually happened ("connection refused").

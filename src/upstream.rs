@@ -236,17 +236,10 @@ impl UpstreamPool {
         }
         // Nothing available. Instances failing the active check are never used;
         // ejected ones are (passive health never takes out every instance).
-        let healthy: Vec<usize> = (0..n)
-            .filter(|&i| !exclude.contains(&i) && self.instances[i].healthy.load(Ordering::Relaxed))
-            .collect();
-        if let Some(&i) = healthy.first() {
-            return Ok(i);
-        }
-        if (0..n).all(|i| !self.instances[i].healthy.load(Ordering::Relaxed)) {
-            return Err(PickError::NoneHealthy);
-        }
-        // Every healthy instance is excluded (already tried): no second choice.
-        Err(PickError::NoneHealthy)
+        // Every healthy instance is excluded (already tried), or none is healthy.
+        (0..n)
+            .find(|&i| !exclude.contains(&i) && self.instances[i].healthy.load(Ordering::Relaxed))
+            .ok_or(PickError::NoneHealthy)
     }
 
     /// Whether there is an instance besides those in `exclude` worth trying.
@@ -384,11 +377,6 @@ impl UpstreamPool {
     /// Whether instance `i` takes traffic now: healthy and not ejected.
     pub fn is_available(&self, i: usize) -> bool {
         self.available(i, self.now_ms())
-    }
-
-    /// Whether instance `i` is ejected right now.
-    pub fn is_ejected(&self, i: usize) -> bool {
-        self.instances[i].ejected_until.load(Ordering::Relaxed) > self.now_ms()
     }
 
     /// Runs the active health check until the pool is dropped everywhere
