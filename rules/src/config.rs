@@ -538,6 +538,35 @@ impl Validator {
         }
     }
 
+    /// Checks the `name` of the entry at `key` and that no earlier entry in
+    /// `seen` (name -> key path of its name) has it.
+    fn unique_name(
+        &mut self,
+        seen: &mut HashMap<String, String>,
+        key: &str,
+        what: &'static str,
+        name: &str,
+    ) {
+        let name_key = format!("{key}.name");
+        self.name(&name_key, what, name);
+        match seen.get(name) {
+            Some(first) => {
+                let first_line = first.clone();
+                self.problem(
+                    name_key,
+                    ProblemKind::DuplicateName {
+                        what,
+                        name: name.to_string(),
+                        first_line,
+                    },
+                );
+            }
+            None => {
+                seen.insert(name.to_string(), name_key);
+            }
+        }
+    }
+
     fn methods(&mut self, key: &str, methods: &[String]) -> Vec<String> {
         let mut out = Vec::new();
         for (i, m) in methods.iter().enumerate() {
@@ -711,20 +740,7 @@ impl Validator {
         let mut routes = Vec::new();
         for (i, r) in f.routes.into_iter().enumerate() {
             let key = format!("routes[{i}]");
-            self.name(&format!("{key}.name"), "route", &r.name);
-            if let Some(first) = seen.get(&r.name) {
-                let first_line = first.clone();
-                self.problem(
-                    format!("{key}.name"),
-                    ProblemKind::DuplicateName {
-                        what: "route",
-                        name: r.name.clone(),
-                        first_line,
-                    },
-                );
-            } else {
-                seen.insert(r.name.clone(), format!("routes[{i}].name"));
-            }
+            self.unique_name(&mut seen, &key, "route", &r.name);
             if let Some(route) = self.route(&key, r, default_id) {
                 routes.push(route);
             }
@@ -734,20 +750,7 @@ impl Validator {
         let mut aggregates = Vec::new();
         for (i, a) in f.aggregates.into_iter().enumerate() {
             let key = format!("aggregates[{i}]");
-            self.name(&format!("{key}.name"), "aggregate", &a.name);
-            if let Some(first) = seen_agg.get(&a.name) {
-                let first_line = first.clone();
-                self.problem(
-                    format!("{key}.name"),
-                    ProblemKind::DuplicateName {
-                        what: "aggregate",
-                        name: a.name.clone(),
-                        first_line,
-                    },
-                );
-            } else {
-                seen_agg.insert(a.name.clone(), format!("aggregates[{i}].name"));
-            }
+            self.unique_name(&mut seen_agg, &key, "aggregate", &a.name);
             if let Some(agg) = self.aggregate(&key, a) {
                 aggregates.push(agg);
             }
