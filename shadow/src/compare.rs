@@ -1,0 +1,803 @@
+//! The comparison of a primary and a shadow answer (SPEC section 6):
+//! status, content-type, the route's `compare.headers` minus
+//! `compare.ignore_headers`, and the body after decoding its
+//! Content-Encoding: JSON structurally (key order ignored, numbers by value,
+//! `ignore_fields`, `unordered_arrays`), text by lines, anything else (and
+//! bodies over the capture cap) by length and SHA-256.
+//!
+//! A [`Comparator`] is compiled once per route (and per runtime change of
+//! its ignore rules) and used off the hot path by the diff pipeline.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Number, Value, json};
+use strangler_rules::config::CompareSpec;
+
+use crate::capture::{Captured, sha256_hex};
+use crate::pointer::{self, Pattern};
+use crate::redact::Redactor;
+
+/// At most this many differences are kept per record (all are counted).
+pub const MAX_DIFFERENCES: usize = 100;
+
+/// Headers never compared: framing and hop-by-hop.
+const NEVER_COMPARED: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// What differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Status,
+    Header,
+    Body,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Status => "status",
+            Kind::Header => "header",
+            Kind::Body => "body",
+        }
+    }
+}
+
+/// One difference between the two answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Difference {
+    pub kind: Kind,
+    /// Where: a JSON Pointer into the body, a header name, `#L<n>` for a
+    /// line of a text body, or empty for the status or a whole body.
+    pub path: String,
+    /// `path` with array indices folded into `*`: the summary's field.
+    pub field: String,
+    /// The primary's value; absent when the primary has none there.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub primary: Option<Value>,
+    /// The shadow's value; absent when the shadow has none there.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub shadow: Option<Value>,
+}
+
+/// A present field is `Some`, even when it is `null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// A body ready to compare.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Empty,
+    Json(Value),
+    Text(String),
+    /// Not text, or content-encoded in a way strangler cannot decode.
+    Binary,
+    /// Longer than the capture cap: only length and hash are known.
+    Truncated,
+}
+
+/// One answer, decoded, classified and redacted.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+    pub body_len: u64,
+    pub body_sha256: String,
+    pub latency_ms: f64,
+    /// Why the body could not be decoded, if it could not.
+    pub note: Option<String>,
+}
+
+/// A route's comparison rules, compiled.
+#[derive(Debug, Clone)]
+pub struct Comparator {
+    headers: Vec<String>,
+    ignore: Vec<Pattern>,
+    unordered: Vec<Pattern>,
+    redact_headers: Vec<String>,
+    redact_fields: Vec<Pattern>,
+}
+
+impl Comparator {
+    /// Compiles `spec`, plus ignore rules added at run time.
+    pub fn new(spec: &CompareSpec, ignore_fields_add: &[String]) -> Self {
+        let mut headers = vec!["content-type".to_string()];
+        for h in &spec.headers {
+            if !headers.contains(h) {
+                headers.push(h.clone());
+            }
+        }
+        headers.retain(|h| {
+            !spec.ignore_headers.contains(h) && !NEVER_COMPARED.contains(&h.as_str())
+        });
+        let (fields, names): (Vec<&String>, Vec<&String>) =
+            spec.redact.iter().partition(|r| r.starts_with('/'));
+        Comparator {
+            headers,
+            ignore: spec
+                .ignore_fields
+                .iter()
+                .chain(ignore_fields_add)
+                .map(|p| Pattern::parse(p))
+                .collect(),
+            unordered: spec
+                .unordered_arrays
+                .iter()
+                .map(|p| Pattern::parse(p))
+                .collect(),
+            redact_headers: names.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            redact_fields: fields.into_iter().map(|p| Pattern::parse(p)).collect(),
+        }
+    }
+
+    /// Decodes, classifies and redacts one captured answer. `decode_limit`
+    /// bounds the decoded size of a compressed body.
+    pub fn prepare(&self, c: Captured, redactor: &Redactor, decode_limit: usize) -> Prepared {
+        let mut headers = c.headers;
+        redactor.headers(&mut headers, &self.redact_headers);
+        let mut note = None;
+        let body = if !c.complete {
+            Body::Truncated
+        } else if c.body.is_empty() {
+            Body::Empty
+        } else {
+            match decode(&headers, &c.body, decode_limit) {
+                Ok(decoded) => classify(&headers, decoded),
+                Err(why) => {
+                    note = Some(why);
+                    Body::Binary
+                }
+            }
+        };
+        let body = match body {
+            Body::Json(mut v) => {
+                redactor.json(&mut v, &self.redact_fields);
+                Body::Json(v)
+            }
+            // Text that looked like JSON cannot have its fields redacted:
+            // it is neither compared line by line nor kept.
+            Body::Text(_) if !self.redact_fields.is_empty() => {
+                note = Some("body withheld: not JSON, so compare.redact cannot apply".into());
+                Body::Binary
+            }
+            other => other,
+        };
+        Prepared {
+            status: c.status,
+            headers,
+            body,
+            body_len: c.body_len,
+            body_sha256: c.body_sha256,
+            latency_ms: c.latency_ms,
+            note,
+        }
+    }
+
+    /// Every difference between the two answers, the first
+    /// [`MAX_DIFFERENCES`] of them kept, and how many there were.
+    pub fn compare(&self, primary: &Prepared, shadow: &Prepared) -> (Vec<Difference>, usize) {
+        let mut out = Diffs::default();
+        if primary.status != shadow.status {
+            out.push(Difference {
+                kind: Kind::Status,
+                path: String::new(),
+                field: String::new(),
+                primary: Some(json!(primary.status)),
+                shadow: Some(json!(shadow.status)),
+            });
+        }
+        for name in &self.headers {
+            let p = header_value(&primary.headers, name);
+            let s = header_value(&shadow.headers, name);
+            let (p, s) = if name == "content-type" {
+                (p.map(|v| media_type(&v)), s.map(|v| media_type(&v)))
+            } else {
+                (p, s)
+            };
+            if p != s {
+                out.push(Difference {
+                    kind: Kind::Header,
+                    path: name.clone(),
+                    field: name.clone(),
+                    primary: p.map(Value::String),
+                    shadow: s.map(Value::String),
+                });
+            }
+        }
+        self.compare_bodies(primary, shadow, &mut out);
+        (out.kept, out.total)
+    }
+
+    fn compare_bodies(&self, p: &Prepared, s: &Prepared, out: &mut Diffs) {
+        match (&p.body, &s.body) {
+            (Body::Empty, Body::Empty) => {}
+            (Body::Json(a), Body::Json(b)) => {
+                let mut walk = Walk {
+                    cmp: self,
+                    path: Vec::new(),
+                    is_index: Vec::new(),
+                    out,
+                };
+                walk.value(a, b);
+            }
+            (Body::Text(a), Body::Text(b)) => text_diff(a, b, out),
+            _ => {
+                if p.body_sha256 != s.body_sha256 || p.body != s.body {
+                    out.push(Difference {
+                        kind: Kind::Body,
+                        path: String::new(),
+                        field: String::new(),
+                        primary: Some(body_digest(p)),
+                        shadow: Some(body_digest(s)),
+                    });
+                }
+            }
+        }
+    }
+
+    fn ignored(&self, path: &[String]) -> bool {
+        self.ignore.iter().any(|p| p.covers(path))
+    }
+
+    fn unordered(&self, path: &[String]) -> bool {
+        self.unordered.iter().any(|p| p.matches(path))
+    }
+}
+
+#[derive(Default)]
+struct Diffs {
+    kept: Vec<Difference>,
+    total: usize,
+}
+
+impl Diffs {
+    fn push(&mut self, d: Difference) {
+        self.total += 1;
+        if self.kept.len() < MAX_DIFFERENCES {
+            self.kept.push(d);
+        }
+    }
+}
+
+/// A recursive structural comparison of two JSON documents.
+struct Walk<'a> {
+    cmp: &'a Comparator,
+    path: Vec<String>,
+    is_index: Vec<bool>,
+    out: &'a mut Diffs,
+}
+
+impl Walk<'_> {
+    fn differ(&mut self, p: Option<&Value>, s: Option<&Value>) {
+        self.out.push(Difference {
+            kind: Kind::Body,
+            path: pointer::join(&self.path),
+            field: pointer::join_folded(&self.path, &self.is_index),
+            primary: p.cloned(),
+            shadow: s.cloned(),
+        });
+    }
+
+    fn enter(&mut self, seg: String, index: bool) {
+        self.path.push(seg);
+        self.is_index.push(index);
+    }
+
+    fn leave(&mut self) {
+        self.path.pop();
+        self.is_index.pop();
+    }
+
+    fn value(&mut self, p: &Value, s: &Value) {
+        if self.cmp.ignored(&self.path) {
+            return;
+        }
+        match (p, s) {
+            (Value::Object(a), Value::Object(b)) => {
+                let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for k in keys {
+                    self.enter(k.clone(), false);
+                    match (a.get(k), b.get(k)) {
+                        (Some(x), Some(y)) => self.value(x, y),
+                        (x, y) => {
+                            if !self.cmp.ignored(&self.path) {
+                                self.differ(x, y);
+                            }
+                        }
+                    }
+                    self.leave();
+                }
+            }
+            (Value::Array(a), Value::Array(b)) => {
+                if self.cmp.unordered(&self.path) {
+                    self.unordered(a, b);
+                } else {
+                    self.ordered(a, b, (0..a.len()).collect(), (0..b.len()).collect());
+                }
+            }
+            (Value::Number(a), Value::Number(b)) => {
+                if !numbers_equal(a, b) {
+                    self.differ(Some(p), Some(s));
+                }
+            }
+            _ => {
+                if p != s {
+                    self.differ(Some(p), Some(s));
+                }
+            }
+        }
+    }
+
+    /// Compares the elements `ia` of `a` with `ib` of `b` pairwise, by
+    /// position; extra elements on either side are differences.
+    fn ordered(&mut self, a: &[Value], b: &[Value], ia: Vec<usize>, ib: Vec<usize>) {
+        for k in 0..ia.len().max(ib.len()) {
+            let (x, y) = (ia.get(k).map(|&i| &a[i]), ib.get(k).map(|&i| &b[i]));
+            let at = ia.get(k).or(ib.get(k)).copied().unwrap_or(k);
+            self.enter(at.to_string(), true);
+            match (x, y) {
+                (Some(x), Some(y)) => self.value(x, y),
+                (x, y) => {
+                    if !self.cmp.ignored(&self.path) {
+                        self.differ(x, y)
+                    }
+                }
+            }
+            self.leave();
+        }
+    }
+
+    /// Order does not matter: equal elements pair up whatever their
+    /// position; what is left is compared by position.
+    fn unordered(&mut self, a: &[Value], b: &[Value]) {
+        let key = |items: &[Value], walk: &Walk<'_>| -> Vec<String> {
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let mut path = walk.path.clone();
+                    path.push(i.to_string());
+                    canonical(v, walk.cmp, &mut path)
+                })
+                .collect()
+        };
+        let (ka, kb) = (key(a, self), key(b, self));
+        let mut used = vec![false; b.len()];
+        let mut left_a = Vec::new();
+        for (i, k) in ka.iter().enumerate() {
+            match (0..b.len()).find(|&j| !used[j] && kb[j] == *k) {
+                Some(j) => used[j] = true,
+                None => left_a.push(i),
+            }
+        }
+        let left_b: Vec<usize> = (0..b.len()).filter(|&j| !used[j]).collect();
+        self.ordered(a, b, left_a, left_b);
+    }
+}
+
+/// A canonical string of `v` for unordered comparison: keys sorted, numbers
+/// by value, ignored fields left out.
+fn canonical(v: &Value, cmp: &Comparator, path: &mut Vec<String>) -> String {
+    if cmp.ignored(path) {
+        return String::from("~");
+    }
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let mut s = String::from("{");
+            for k in keys {
+                path.push(k.clone());
+                if !cmp.ignored(path) {
+                    s.push_str(&Value::String(k.clone()).to_string());
+                    s.push(':');
+                    s.push_str(&canonical(&m[k], cmp, path));
+                    s.push(',');
+                }
+                path.pop();
+            }
+            s.push('}');
+            s
+        }
+        Value::Array(items) => {
+            let mut s = String::from("[");
+            for (i, x) in items.iter().enumerate() {
+                path.push(i.to_string());
+                s.push_str(&canonical(x, cmp, path));
+                path.pop();
+                s.push(',');
+            }
+            s.push(']');
+            s
+        }
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => format!("{}", i as f64),
+            (_, Some(u), _) => format!("{}", u as f64),
+            (_, _, Some(f)) => format!("{f}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Numbers compare by value: `10` equals `10.0`.
+fn numbers_equal(a: &Number, b: &Number) -> bool {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+        return x == y;
+    }
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Text bodies, line by line.
+fn text_diff(a: &str, b: &str, out: &mut Diffs) {
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    for i in 0..la.len().max(lb.len()) {
+        let (x, y) = (la.get(i), lb.get(i));
+        if x != y {
+            let path = format!("#L{}", i + 1);
+            out.push(Difference {
+                kind: Kind::Body,
+                field: path.clone(),
+                path,
+                primary: x.map(|s| Value::String(s.to_string())),
+                shadow: y.map(|s| Value::String(s.to_string())),
+            });
+        }
+    }
+}
+
+/// What a body is, for a whole-body difference.
+fn body_digest(p: &Prepared) -> Value {
+    let mut m = Map::new();
+    m.insert(
+        "type".into(),
+        json!(match &p.body {
+            Body::Empty => "empty",
+            Body::Json(_) => "json",
+            Body::Text(_) => "text",
+            Body::Binary => "binary",
+            Body::Truncated => "truncated",
+        }),
+    );
+    m.insert("bytes".into(), json!(p.body_len));
+    m.insert("sha256".into(), json!(p.body_sha256));
+    Value::Object(m)
+}
+
+/// All values of header `name`, joined by `, `.
+fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// A content type with case and spacing normalised.
+fn media_type(v: &str) -> String {
+    v.split(';')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Undoes the body's Content-Encoding (gzip, deflate; identity).
+fn decode(headers: &[(String, String)], body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let encodings: Vec<String> = headers
+        .iter()
+        .filter(|(n, _)| n == "content-encoding")
+        .flat_map(|(_, v)| v.split(','))
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e != "identity")
+        .collect();
+    let mut data = body.to_vec();
+    for enc in encodings.iter().rev() {
+        let mut out = Vec::new();
+        let read = match enc.as_str() {
+            "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&data[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out),
+            "deflate" => {
+                let zlib = flate2::read::ZlibDecoder::new(&data[..])
+                    .take(limit as u64 + 1)
+                    .read_to_end(&mut out);
+                if zlib.is_err() {
+                    out.clear();
+                    flate2::read::DeflateDecoder::new(&data[..])
+                        .take(limit as u64 + 1)
+                        .read_to_end(&mut out)
+                } else {
+                    zlib
+                }
+            }
+            other => return Err(format!("content-encoding {other} is compared undecoded")),
+        };
+        read.map_err(|e| format!("cannot decode {enc} body: {e}"))?;
+        if out.len() > limit {
+            return Err(format!("decoded body is over {limit} bytes"));
+        }
+        data = out;
+    }
+    Ok(data)
+}
+
+/// JSON by content type (or by looks when there is none), else text when it
+/// is UTF-8, else binary.
+fn classify(headers: &[(String, String)], body: Vec<u8>) -> Body {
+    if body.is_empty() {
+        return Body::Empty;
+    }
+    let ct = header_value(headers, "content-type")
+        .map(|v| media_type(&v))
+        .unwrap_or_default();
+    let mt = ct.split(';').next().unwrap_or("");
+    let jsonish = mt.ends_with("/json") || mt.ends_with("+json") || mt.is_empty();
+    if jsonish && let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        return Body::Json(v);
+    }
+    let texty = mt.is_empty()
+        || mt.starts_with("text/")
+        || jsonish
+        || mt.ends_with("/xml")
+        || mt.ends_with("+xml")
+        || mt.ends_with("/javascript")
+        || mt == "application/x-www-form-urlencoded";
+    match String::from_utf8(body) {
+        Ok(s) if texty => Body::Text(s),
+        _ => Body::Binary,
+    }
+}
+
+/// A body as kept in a diff record: JSON as JSON, text as a string, both
+/// cut to `max` bytes (then as a string); nothing for binary bodies.
+pub fn stored_body(p: &Prepared, max: usize) -> (Value, bool) {
+    let text = match &p.body {
+        Body::Empty => return (Value::Null, false),
+        Body::Json(v) => {
+            let s = v.to_string();
+            if s.len() <= max {
+                return (v.clone(), false);
+            }
+            s
+        }
+        Body::Text(s) => {
+            if s.len() <= max {
+                return (Value::String(s.clone()), false);
+            }
+            s.clone()
+        }
+        Body::Binary | Body::Truncated => return (Value::Null, !matches!(p.body, Body::Binary)),
+    };
+    let mut cut = max;
+    while cut > 0 && !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    (Value::String(text[..cut].to_string()), true)
+}
+
+/// SHA-256 hex of `data` (re-exported for records).
+pub fn hash(data: &[u8]) -> String {
+    sha256_hex(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn spec(f: impl FnOnce(&mut CompareSpec)) -> CompareSpec {
+        let mut s = CompareSpec::default();
+        f(&mut s);
+        s
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Captured {
+        Captured {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: Bytes::copy_from_slice(body),
+            body_len: body.len() as u64,
+            body_sha256: sha256_hex(body),
+            complete: true,
+            latency_ms: 1.0,
+        }
+    }
+
+    fn json_answer(v: Value) -> Captured {
+        answer(
+            200,
+            &[("content-type", "application/json")],
+            v.to_string().as_bytes(),
+        )
+    }
+
+    fn diff(cmp: &Comparator, a: Captured, b: Captured) -> Vec<Difference> {
+        let r = Redactor::new().unwrap();
+        let (p, s) = (cmp.prepare(a, &r, 1 << 20), cmp.prepare(b, &r, 1 << 20));
+        cmp.compare(&p, &s).0
+    }
+
+    fn paths(d: &[Difference]) -> Vec<&str> {
+        d.iter().map(|d| d.path.as_str()).collect()
+    }
+
+    #[test]
+    fn json_structurally() {
+        let cmp = Comparator::new(&CompareSpec::default(), &[]);
+        let a = json!({"id": 7, "total": 10, "items": [{"sku": "a"}], "b": 1.0});
+        let b = json!({"b": 1, "items": [{"sku": "a"}], "total": "10", "id": 7});
+        let d = diff(&cmp, json_answer(a), json_answer(b));
+        assert_eq!(paths(&d), ["/total"]);
+        assert_eq!(d[0].primary, Some(json!(10)));
+        assert_eq!(d[0].shadow, Some(json!("10")));
+    }
+
+    #[test]
+    fn missing_fields_and_folded_indices() {
+        let cmp = Comparator::new(&CompareSpec::default(), &[]);
+        let a = json!({"items": [{"total": 1}, {"total": 2}], "extra": null});
+        let b = json!({"items": [{"total": "1"}, {"total": "2"}, {"total": 3}]});
+        let d = diff(&cmp, json_answer(a), json_answer(b));
+        assert_eq!(paths(&d), ["/extra", "/items/0/total", "/items/1/total", "/items/2"]);
+        assert_eq!(d[0].primary, Some(Value::Null));
+        assert_eq!(d[0].shadow, None);
+        assert_eq!(d[1].field, "/items/*/total");
+        assert_eq!(d[3].field, "/items/*");
+        // A missing value round-trips as absent, a null as null.
+        let back: Difference = serde_json::from_str(&serde_json::to_string(&d[0]).unwrap()).unwrap();
+        assert_eq!(back, d[0]);
+    }
+
+    #[test]
+    fn ignored_fields_and_headers() {
+        let cmp = Comparator::new(
+            &spec(|s| {
+                s.headers = vec!["cache-control".into(), "date".into()];
+                s.ignore_headers = vec!["date".into()];
+                s.ignore_fields = vec!["/meta".into(), "/items/*/updated_at".into()];
+            }),
+            &["/request_id".into()],
+        );
+        let a = answer(
+            200,
+            &[("content-type", "application/json"), ("date", "1"), ("cache-control", "no-store")],
+            json!({"meta": {"t": 1}, "request_id": "a", "items": [{"updated_at": 1, "id": 1}]})
+                .to_string()
+                .as_bytes(),
+        );
+        let b = answer(
+            200,
+            &[("content-type", "application/json; charset=UTF-8"), ("date", "2"), ("cache-control", "max-age=5")],
+            json!({"meta": {"t": 2}, "request_id": "b", "items": [{"updated_at": 2, "id": 1}]})
+                .to_string()
+                .as_bytes(),
+        );
+        let d = diff(&cmp, a, b);
+        assert_eq!(paths(&d), ["content-type", "cache-control"]);
+        assert_eq!(d[0].kind, Kind::Header);
+    }
+
+    #[test]
+    fn unordered_arrays() {
+        let cmp = Comparator::new(
+            &spec(|s| {
+                s.unordered_arrays = vec!["/items".into()];
+                s.ignore_fields = vec!["/items/*/at".into()];
+            }),
+            &[],
+        );
+        let a = json!({"items": [{"id": 1, "at": 1}, {"id": 2, "at": 1}, {"id": 3}], "tags": ["x", "y"]});
+        let b = json!({"items": [{"id": 3}, {"id": 1, "at": 9}, {"id": 2.0, "at": 2}], "tags": ["y", "x"]});
+        let d = diff(&cmp, json_answer(a), json_answer(b));
+        // Only the ordered array differs.
+        assert_eq!(paths(&d), ["/tags/0", "/tags/1"]);
+        let a = json!({"items": [{"id": 1}, {"id": 2}]});
+        let b = json!({"items": [{"id": 2}, {"id": 5}]});
+        let d = diff(&cmp, json_answer(a), json_answer(b));
+        assert_eq!(paths(&d), ["/items/0/id"]);
+        assert_eq!(d[0].shadow, Some(json!(5)));
+    }
+
+    #[test]
+    fn gzip_bodies_compare_decoded() {
+        use std::io::Write;
+        let cmp = Comparator::new(&CompareSpec::default(), &[]);
+        let body = json!({"total": 10}).to_string();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(body.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let a = answer(
+            200,
+            &[("content-type", "application/json"), ("content-encoding", "gzip")],
+            &gz,
+        );
+        let b = answer(200, &[("content-type", "application/json")], body.as_bytes());
+        assert!(diff(&cmp, a.clone(), b).is_empty());
+        let b = answer(200, &[("content-type", "application/json")], br#"{"total":"10"}"#);
+        assert_eq!(paths(&diff(&cmp, a, b)), ["/total"]);
+    }
+
+    #[test]
+    fn text_by_lines_binary_by_hash_status() {
+        let cmp = Comparator::new(&CompareSpec::default(), &[]);
+        let a = answer(200, &[("content-type", "text/html")], b"<p>\nhello\n</p>");
+        let b = answer(200, &[("content-type", "text/html")], b"<p>\nhullo\n</p>");
+        let d = diff(&cmp, a, b);
+        assert_eq!(paths(&d), ["#L2"]);
+        let a = answer(200, &[("content-type", "image/png")], &[0, 159, 146, 150]);
+        let b = answer(500, &[("content-type", "image/png")], &[0, 159, 146, 151]);
+        let d = diff(&cmp, a, b);
+        assert_eq!(d[0].kind, Kind::Status);
+        assert_eq!(d[1].kind, Kind::Body);
+        assert_eq!(d[1].path, "");
+        assert_eq!(d[1].primary.as_ref().unwrap()["type"], "binary");
+    }
+
+    #[test]
+    fn the_number_of_differences_is_bounded() {
+        let cmp = Comparator::new(&CompareSpec::default(), &[]);
+        let a = Value::Array((0..500).map(|i| json!(i)).collect());
+        let b = Value::Array((0..500).map(|i| json!(i + 1)).collect());
+        let r = Redactor::new().unwrap();
+        let (p, s) = (
+            cmp.prepare(json_answer(a), &r, 1 << 20),
+            cmp.prepare(json_answer(b), &r, 1 << 20),
+        );
+        let (kept, total) = cmp.compare(&p, &s);
+        assert_eq!(kept.len(), MAX_DIFFERENCES);
+        assert_eq!(total, 500);
+    }
+
+    #[test]
+    fn redacted_fields_still_compare() {
+        let cmp = Comparator::new(
+            &spec(|s| s.redact = vec!["/email".into(), "x-api-key".into()]),
+            &[],
+        );
+        let d = diff(
+            &cmp,
+            json_answer(json!({"email": "a@b.c", "n": 1})),
+            json_answer(json!({"email": "a@b.c", "n": 1})),
+        );
+        assert!(d.is_empty());
+        let d = diff(
+            &cmp,
+            json_answer(json!({"email": "a@b.c"})),
+            json_answer(json!({"email": "x@y.z"})),
+        );
+        assert_eq!(paths(&d), ["/email"]);
+        let shown = serde_json::to_string(&d).unwrap();
+        assert!(!shown.contains("a@b.c") && !shown.contains("x@y.z"));
+    }
+}
