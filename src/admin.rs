@@ -19,6 +19,7 @@ use strangler_rules::split::BUCKETS;
 use tokio::net::TcpListener;
 
 use crate::control::{self, ControlError, RouteOverride, ShadowOverride};
+use crate::shadow::ShadowRuntime;
 use crate::state::Shared;
 
 /// The token the admin API requires, if any.
@@ -197,6 +198,9 @@ async fn handle(
         (&Method::GET, ["metrics"]) => return metrics(shared),
         (&Method::GET, ["api", "v1", "status"]) => Ok(status(shared)),
         (&Method::GET, ["api", "v1", "history"]) => history(shared, &query),
+        (&Method::GET, ["api", "v1", "diffs"]) => diffs_list(shared, &query).await,
+        (&Method::GET, ["api", "v1", "diffs", "summary"]) => diffs_summary(shared).await,
+        (&Method::GET, ["api", "v1", "diffs", id]) => diff_get(shared, id).await,
         (&Method::POST, ["api", "v1", "reload"]) => match shared.reload(&actor).await {
             Ok(v) => Ok(json!({"version": v})),
             Err(lines) => Err(ControlError::Invalid(lines.join("\n"))),
@@ -475,10 +479,116 @@ fn history(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlError> {
     Ok(json!({"versions": records.into_iter().map(version_json).collect::<Vec<_>>()}))
 }
 
+/// The diff pipeline, or why there is none.
+fn shadow_runtime(shared: &Arc<Shared>) -> Result<Arc<ShadowRuntime>, ControlError> {
+    shared
+        .shadow
+        .clone()
+        .ok_or_else(|| ControlError::NotFound("this proxy runs without a diff store".into()))
+}
+
+/// Runs a blocking store read off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, ControlError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ControlError::Store(e.to_string()))?
+}
+
+/// `GET /api/v1/diffs?route=&limit=&before=`: newest first.
+async fn diffs_list(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlError> {
+    let rt = shadow_runtime(shared)?;
+    let (mut route, mut limit, mut before) = (None, 50usize, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = strangler_rules::matcher::form_decode(v).into_owned();
+        match k {
+            "route" if !v.is_empty() => route = Some(v),
+            "before" if !v.is_empty() => before = Some(v),
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_DIFFS_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ControlError::Invalid(format!(
+                            "invalid limit \"{v}\": give a number from 1 to {MAX_DIFFS_PAGE}"
+                        ))
+                    })?
+            }
+            _ => {}
+        }
+    }
+    let records = blocking(move || {
+        rt.pipeline
+            .store
+            .list(route.as_deref(), limit, before.as_deref())
+            .map_err(|e| ControlError::Store(e.to_string()))
+    })
+    .await?;
+    Ok(json!({"diffs": records}))
+}
+
+/// The largest page of diffs one request returns.
+const MAX_DIFFS_PAGE: usize = 1000;
+
+/// `GET /api/v1/diffs/{id}`.
+async fn diff_get(shared: &Arc<Shared>, id: &str) -> Result<Value, ControlError> {
+    let rt = shadow_runtime(shared)?;
+    let id = id.to_string();
+    let found = {
+        let id = id.clone();
+        blocking(move || {
+            rt.pipeline
+                .store
+                .get(&id)
+                .map_err(|e| ControlError::Store(e.to_string()))
+        })
+        .await?
+    };
+    match found {
+        Some(rec) => serde_json::to_value(rec).map_err(|e| ControlError::Store(e.to_string())),
+        None => Err(ControlError::NotFound(format!("no diff with id \"{id}\""))),
+    }
+}
+
+/// `GET /api/v1/diffs/summary`: per route, outcome counts and differing
+/// fields with their rates.
+async fn diffs_summary(shared: &Arc<Shared>) -> Result<Value, ControlError> {
+    let rt = shadow_runtime(shared)?;
+    let live = shared.live.load_full();
+    let routes: Vec<String> = live
+        .config()
+        .routes
+        .iter()
+        .filter(|r| r.shadow.is_some())
+        .map(|r| r.name.clone())
+        .collect();
+    let fields = {
+        let rt = rt.clone();
+        blocking(move || {
+            rt.pipeline
+                .store
+                .fields()
+                .map_err(|e| ControlError::Store(e.to_string()))
+        })
+        .await?
+    };
+    let counts = rt.counters().snapshot();
+    let summary = strangler_shadow::summary::summarize(&counts, fields, &routes);
+    Ok(json!({"routes": summary}))
+}
+
 /// `GET /api/v1/status`.
 pub fn status(shared: &Arc<Shared>) -> Value {
     let live = shared.live.load_full();
     let config = live.config();
+    let shadow_counts = shared
+        .shadow
+        .as_ref()
+        .map(|rt| rt.counters().snapshot())
+        .unwrap_or_default();
     let routes: Vec<Value> = config
         .routes
         .iter()
@@ -515,7 +625,8 @@ pub fn status(shared: &Arc<Shared>) -> Value {
                 "sticky": r.sticky.as_ref().map(|s| s.to_string()),
                 "shadow": shadow,
                 "requests": requests,
-                "mismatch_rate": 0.0,
+                "mismatch_rate": shadow_counts.get(&r.name).map_or(0.0, |c| c.mismatch_rate()),
+                "shadow_compared": shadow_counts.get(&r.name).map_or(0, |c| c.compared()),
                 "upstreams": upstreams,
             })
         })
@@ -654,10 +765,75 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
             );
         }
     }
+    if let Some(rt) = &shared.shadow {
+        shadow_metrics(&mut out, &rt.counters().snapshot());
+    }
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+/// `strangler_shadow_total{route, outcome}` and the histogram of shadow
+/// latency minus primary latency.
+fn shadow_metrics(
+    out: &mut String,
+    counts: &BTreeMap<String, strangler_shadow::counters::CountSnapshot>,
+) {
+    use std::fmt::Write;
+    use strangler_shadow::Outcome;
+    use strangler_shadow::counters::DELTA_BUCKETS_MS;
+    let _ = writeln!(
+        out,
+        "# HELP strangler_shadow_total Shadowed requests by route and outcome."
+    );
+    let _ = writeln!(out, "# TYPE strangler_shadow_total counter");
+    for (route, c) in counts {
+        for o in Outcome::ALL {
+            let _ = writeln!(
+                out,
+                "strangler_shadow_total{{route=\"{route}\",outcome=\"{}\"}} {}",
+                o.as_str(),
+                c.get(o)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strangler_shadow_latency_delta_seconds Shadow latency minus primary latency, to response headers."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE strangler_shadow_latency_delta_seconds histogram"
+    );
+    for (route, c) in counts {
+        let count: u64 = c.delta.iter().sum();
+        if count == 0 {
+            continue;
+        }
+        let mut cumulative = 0;
+        for (le, n) in DELTA_BUCKETS_MS.iter().zip(&c.delta) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "strangler_shadow_latency_delta_seconds_bucket{{route=\"{route}\",le=\"{}\"}} {cumulative}",
+                le / 1000.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "strangler_shadow_latency_delta_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "strangler_shadow_latency_delta_seconds_sum{{route=\"{route}\"}} {}",
+            c.delta_sum_us as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "strangler_shadow_latency_delta_seconds_count{{route=\"{route}\"}} {count}"
+        );
+    }
 }

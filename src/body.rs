@@ -1,5 +1,6 @@
 //! Bodies the proxy sends: a client's or upstream's streamed body passed
-//! through untouched, a small in-memory body (error JSON), or nothing.
+//! through untouched (possibly teed for a shadow comparison), a small
+//! in-memory body (error JSON), or nothing.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,6 +18,8 @@ pub enum ProxyBody {
     Pooled(crate::upstream::PooledBody),
     /// A small body held in memory.
     Full(Option<Bytes>),
+    /// A body passed through while a copy is captured for a shadow.
+    Tee(Box<crate::shadow::TeeBody>),
     Empty,
 }
 
@@ -39,6 +42,7 @@ impl Body for ProxyBody {
             ProxyBody::Incoming(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Pooled(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Tee(b) => Pin::new(b.as_mut()).poll_frame(cx),
             ProxyBody::Empty => Poll::Ready(None),
         }
     }
@@ -49,6 +53,7 @@ impl Body for ProxyBody {
             ProxyBody::Incoming(b) => b.is_end_stream(),
             ProxyBody::Pooled(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Tee(b) => b.is_end_stream(),
             ProxyBody::Empty => true,
         }
     }
@@ -59,6 +64,7 @@ impl Body for ProxyBody {
             ProxyBody::Incoming(b) => b.size_hint(),
             ProxyBody::Pooled(b) => b.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Tee(b) => b.size_hint(),
             ProxyBody::Empty => SizeHint::with_exact(0),
         }
     }

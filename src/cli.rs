@@ -132,8 +132,32 @@ pub enum Command {
     },
     /// Restore the runtime layer as it was right after VERSION (a new version).
     Revert { version: u64 },
+    /// Shadow comparison results: each route's summary and the latest diffs.
+    Diffs {
+        #[command(subcommand)]
+        show: Option<DiffsCommand>,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// How many records to list (1-1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// Print the records as JSON (the admin API's GET /api/v1/diffs).
+        #[arg(long)]
+        json: bool,
+    },
     /// Reload the config file in the running proxy.
     Reload,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiffsCommand {
+    /// One diff record: primary and shadow side by side, differences marked.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -272,6 +296,16 @@ fn control(c: &crate::admin_client::AdminClient, command: Command) -> ExitCode {
         } => ctl::shadow(c, &route, &state, percent.as_deref()),
         Command::History { route, json } => ctl::history(c, route.as_deref(), json),
         Command::Revert { version } => ctl::revert(c, version),
+        Command::Diffs {
+            show: Some(DiffsCommand::Show { id, json }),
+            ..
+        } => crate::diffs_cmd::show(c, &id, json),
+        Command::Diffs {
+            show: None,
+            route,
+            limit,
+            json,
+        } => crate::diffs_cmd::list(c, route.as_deref(), usize::from(limit), json),
         Command::Reload => ctl::reload(c),
         _ => ExitCode::from(1),
     }

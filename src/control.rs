@@ -76,6 +76,8 @@ pub enum ControlError {
     Conflict { current: u64, asked: u64 },
     #[error("unknown version {0}")]
     UnknownVersion(u64),
+    #[error("{0}")]
+    NotFound(String),
     #[error("store error: {0}")]
     Store(String),
 }
@@ -83,7 +85,9 @@ pub enum ControlError {
 impl ControlError {
     pub fn status(&self) -> u16 {
         match self {
-            ControlError::UnknownRoute(_) | ControlError::UnknownVersion(_) => 404,
+            ControlError::UnknownRoute(_)
+            | ControlError::UnknownVersion(_)
+            | ControlError::NotFound(_) => 404,
             ControlError::Invalid(_) => 400,
             ControlError::Conflict { .. } => 409,
             ControlError::Store(_) => 500,

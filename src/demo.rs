@@ -1,6 +1,7 @@
 //! `strangler demo`: a self-contained migration in one process: a toy
 //! monolith (a small shop API), a toy new orders service, and the proxy in
-//! front of them with a sticky split on `/api/orders`.
+//! front of them with a sticky split on `/api/orders` that also shadows the
+//! monolith's orders traffic to the new service and compares the answers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,9 +55,18 @@ fn order(id: u64, by: Toy) -> Value {
             {"sku": format!("sku-{}", id % 7 + 1), "qty": 1 + id % 3, "price": 12.5},
             {"sku": "sku-42", "qty": 1, "price": 3.0},
         ],
-        "total": 12.5 * (1 + id % 3) as f64 + 3.0,
+        "total": total(12.5 * (1 + id % 3) as f64 + 3.0, by),
         "served_by": by.name(),
     })
+}
+
+/// The new service's one real bug, for the shadow comparison to find: it
+/// sends the order total as a string.
+fn total(t: f64, by: Toy) -> Value {
+    match by {
+        Toy::Monolith => json!(t),
+        Toy::Orders => json!(format!("{t:.2}")),
+    }
 }
 
 /// Answers one request of a toy service.
@@ -171,6 +181,11 @@ name = "orders"
 match.path_prefix = "/api/orders"
 split = {{ orders = 20, monolith = 80 }}
 sticky = "header:x-user-id"
+# Everything the monolith still answers is also sent to the new service and
+# the two answers compared; `strangler diffs` shows what differs.
+shadow = {{ upstream = "orders", percent = 100 }}
+# "served_by" names the service that answered: different by design.
+compare.ignore_fields = ["/served_by", "/orders/*/served_by"]
 "#
     )
 }
@@ -274,6 +289,8 @@ Steer the migration from another terminal (admin API on http://{admin}{hint}):
   strangler rollback orders              # everyone back on the monolith, at once
   strangler history                      # who changed what, when and why
   strangler reset orders                 # back to the file's split
+  strangler diffs                        # what the shadow comparison found
+  strangler diffs show ID                # one mismatch, side by side
 
 Edit the config and send SIGHUP (kill -HUP {pid}) to reload. Ctrl-C stops the demo.
 "#,

@@ -1,6 +1,7 @@
 //! strangler: a reverse proxy for strangler-fig migrations. This crate owns
 //! the command line, the server loop, the upstream pools and the live
-//! routing state; the rule engine lives in `strangler-rules`.
+//! routing state; the rule engine lives in `strangler-rules`, comparison and the diff store
+//! in `strangler-shadow`.
 
 pub mod admin;
 pub mod admin_client;
@@ -10,12 +11,14 @@ pub mod config_file;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod diffs_cmd;
 pub mod error;
 pub mod explain_cmd;
 pub mod headers;
 pub mod proxy;
 pub mod serve;
 pub mod server;
+pub mod shadow;
 pub mod state;
 pub mod stats;
 pub mod upstream;

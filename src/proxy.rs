@@ -1,6 +1,7 @@
 //! The request path: validate the head, route it with the live table, pick
-//! an instance, rewrite headers, forward with streaming bodies both ways,
-//! retry only where it is safe, and map every failure to its JSON error.
+//! an instance, rewrite headers, start a shadow copy when the route samples
+//! this request, forward with streaming bodies both ways, retry only where
+//! it is safe, and map every failure to its JSON error.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,12 +13,15 @@ use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use strangler_rules::Target;
+use strangler_rules::split::{BUCKETS, bucket};
+use strangler_shadow::Outcome;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::{
     RequestHead, append_via, client_ip, idempotent, request_host, set_forwarded, strip_hop_by_hop,
 };
+use crate::shadow::{Dispatch, SHADOW_HEADER, TeeBody};
 use crate::state::Shared;
 use crate::upstream::SendError;
 
@@ -44,6 +48,7 @@ pub async fn handle(
                 $route,
                 None,
                 None,
+                Dispatch::None,
                 $err.response($route, None),
             ))
         };
@@ -63,15 +68,29 @@ pub async fn handle(
     {
         parts.headers.insert(header::HOST, h.clone());
     }
-    let decision = {
+    let config = live.config();
+    let (decision, shadow_bucket) = {
         let view = RequestHead {
             parts: &parts,
             host: host_value.as_ref().and_then(|v| v.to_str().ok()),
         };
-        live.table
-            .decide(&view, || rand::random_range(0..10_000u16))
+        let decision = live.table.decide(&view, || rand::random_range(0..BUCKETS));
+        // Shadow sampling: its own seed, sticky on the route's key.
+        let shadow_bucket = match decision.target {
+            Target::Route(i) if live.shadows[i].is_some() => {
+                let r = &config.routes[i];
+                Some(
+                    r.sticky
+                        .as_ref()
+                        .and_then(|k| k.value(&view))
+                        .map(|key| bucket(r.shadow_seed, key))
+                        .unwrap_or_else(|| rand::random_range(0..BUCKETS)),
+                )
+            }
+            _ => None,
+        };
+        (decision, shadow_bucket)
     };
-    let config = live.config();
     // The stats slot: 0 for "no route", route index + 1 otherwise.
     let (route, slot) = match decision.target {
         Target::Route(i) => (Some(&config.routes[i]), i + 1),
@@ -93,6 +112,8 @@ pub async fn handle(
     let trusted_hops = config.listen.trusted_hops;
     let client_version = parts.version;
     strip_hop_by_hop(&mut parts.headers);
+    // Only strangler marks shadow requests.
+    parts.headers.remove(SHADOW_HEADER);
     set_forwarded(
         &mut parts.headers,
         &peer_ip,
@@ -127,11 +148,51 @@ pub async fn handle(
     let mut retries_left = route.map_or(0, |r| r.retries);
     let mut connect_retry_used = false;
     let mut tried: Vec<usize> = Vec::with_capacity(2);
-    let request_body = if body_empty {
+    let mut request_body = if body_empty {
         ProxyBody::Empty
     } else {
         ProxyBody::Incoming(body)
     };
+
+    // The shadow copy: sampled, right method, another upstream, room left.
+    let mut dispatch = Dispatch::None;
+    let mut pending = None;
+    if let (Some(b), Some(r), Some(rt)) = (shadow_bucket, route, &shared.shadow)
+        && let Some(plan) = live.shadows[slot - 1].as_ref()
+        && b < plan.percent_bp
+        && plan.methods.iter().any(|m| m == method.as_str())
+    {
+        if plan.upstream == upstream_id {
+            plan.counts.add(Outcome::SkippedSameUpstream);
+            dispatch = Dispatch::Skipped(Outcome::SkippedSameUpstream);
+        } else {
+            let content_length = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            (dispatch, pending) = crate::shadow::launch(crate::shadow::Launch {
+                runtime: rt.clone(),
+                pool: live.pools[plan.upstream.index()].clone(),
+                route: r.name.clone(),
+                method: method.clone(),
+                path_and_query: path_and_query.clone(),
+                headers: parts.headers.clone(),
+                comparator: plan.comparator.clone(),
+                counts: plan.counts.clone(),
+                primary_upstream: pool.name.clone(),
+                has_body: !body_empty,
+                content_length,
+            });
+        }
+    }
+    let mut primary_tx = None;
+    if let Some(p) = pending {
+        if let Some(tx) = p.body_tx {
+            request_body = TeeBody::request(request_body, p.max_body, tx);
+        }
+        primary_tx = Some((p.primary_tx, p.max_body));
+    }
     // Headers are kept for a retry after sending only when one can happen.
     let retry_headers = (may_retry_sent && retries_left > 0).then(|| parts.headers.clone());
     let mut up = upstream_request(&method, std::mem::take(&mut parts.headers), request_body);
@@ -146,6 +207,7 @@ pub async fn handle(
                 route_name,
                 upstream_name,
                 Some(cell),
+                dispatch,
                 $resp,
             ))
         };
@@ -183,9 +245,14 @@ pub async fn handle(
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
+                let mut rbody = ProxyBody::Pooled(rbody);
+                if let Some((tx, cap)) = primary_tx.take() {
+                    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+                    rbody = TeeBody::response(rbody, cap, tx, status, &rparts.headers, latency_ms);
+                }
                 append_via(&mut rparts.headers, rparts.version);
                 rparts.version = client_version;
-                answer!(Response::from_parts(rparts, ProxyBody::Pooled(rbody)));
+                answer!(Response::from_parts(rparts, rbody));
             }
             Ok(Err(SendError::Connect(msg, back))) => {
                 pool.record_failure(i);
@@ -258,6 +325,7 @@ fn finish(
     route: Option<&str>,
     upstream: Option<&str>,
     cell: Option<&crate::stats::Cell>,
+    shadow: Dispatch,
     resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     let status = resp.status().as_u16();
@@ -274,7 +342,7 @@ fn finish(
             upstream = upstream.unwrap_or("-"),
             latency_ms = start.elapsed().as_secs_f64() * 1000.0,
             client = %client,
-            shadow = "none",
+            shadow = shadow.as_str(),
         );
     }
     resp

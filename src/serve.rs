@@ -209,6 +209,10 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     if !drained {
         tracing::warn!("drain timeout reached; closing the remaining connections");
     }
+    // Finish the comparisons already queued and save the counters.
+    if let Some(rt) = shared.shadow.clone() {
+        let _ = tokio::task::spawn_blocking(move || rt.pipeline.shutdown()).await;
+    }
     if let Some(db) = &shared.store
         && let Err(e) = db.flush_async().await
     {

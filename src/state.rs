@@ -11,6 +11,7 @@ use serde_json::Value;
 use strangler_rules::{Config, RouteTable};
 
 use crate::control::{self, ControlError, RuntimeLayer, VersionRecord, VersionStore};
+use crate::shadow::{ShadowPlan, ShadowRuntime};
 use crate::stats::{Cell, DEFAULT_ROUTE, Registry};
 use crate::upstream::UpstreamPool;
 
@@ -25,6 +26,8 @@ pub struct Live {
     pub version: u64,
     /// Stats cells: `[route index + 1][upstream]`; slot 0 is "no route".
     pub cells: Vec<Vec<Arc<Cell>>>,
+    /// Each route's live shadow settings (None: no shadow or turned off).
+    pub shadows: Vec<Option<ShadowPlan>>,
 }
 
 impl Live {
@@ -36,6 +39,7 @@ impl Live {
         version: u64,
         previous: Option<&Live>,
         stats: &Registry,
+        shadow: Option<&ShadowRuntime>,
     ) -> Live {
         let pools = config
             .upstreams
@@ -66,12 +70,17 @@ impl Live {
             })
             .collect();
         let splits = control::live_splits(&config, &layer);
+        let shadows = match shadow {
+            Some(rt) => crate::shadow::plans(&config, &layer, rt.counters()),
+            None => config.routes.iter().map(|_| None).collect(),
+        };
         Live {
             table: RouteTable::with_splits(config, splits),
             pools,
             layer,
             version,
             cells,
+            shadows,
         }
     }
 
@@ -94,6 +103,8 @@ pub struct Shared {
     /// Serialises writers of the runtime layer.
     pub write_lock: tokio::sync::Mutex<()>,
     pub stats: Registry,
+    /// Shadow traffic and the diff pipeline; None without a store.
+    pub shadow: Option<Arc<ShadowRuntime>>,
 }
 
 impl Shared {
@@ -143,7 +154,18 @@ impl Shared {
             version = rec.version;
         }
         let stats = Registry::default();
-        let live = Live::build(Arc::new(config), layer, version, None, &stats);
+        let shadow = match &store {
+            Some(db) => Some(Arc::new(start_shadow(db, &config)?)),
+            None => None,
+        };
+        let live = Live::build(
+            Arc::new(config),
+            layer,
+            version,
+            None,
+            &stats,
+            shadow.as_deref(),
+        );
         Ok(Shared {
             live: ArcSwap::from_pointee(live),
             config_path,
@@ -153,6 +175,7 @@ impl Shared {
             versions,
             write_lock: tokio::sync::Mutex::new(()),
             stats,
+            shadow,
         })
     }
 
@@ -216,6 +239,7 @@ impl Shared {
             rec.version,
             Some(&old),
             &self.stats,
+            self.shadow.as_deref(),
         );
         self.live.store(Arc::new(live));
         tracing::info!(routes, version = rec.version, "{reason}");
@@ -266,6 +290,7 @@ impl Shared {
             rec.version,
             Some(&old),
             &self.stats,
+            self.shadow.as_deref(),
         );
         self.live.store(Arc::new(live));
         tracing::info!(
@@ -358,3 +383,27 @@ impl Shared {
         .await
     }
 }
+
+/// Opens the diff store and starts the diff pipeline.
+fn start_shadow(db: &sled::Db, config: &Config) -> Result<ShadowRuntime, ControlError> {
+    use strangler_shadow::pipeline::{DiffPipeline, PipelineConfig};
+    use strangler_shadow::{Counters, SledDiffStore};
+    let store = SledDiffStore::open(db, config.store.max_diffs, config.store.diff_ttl)
+        .map_err(|e| ControlError::Store(e.to_string()))?;
+    let max_request_body = usize::try_from(config.shadow.max_request_body).unwrap_or(usize::MAX);
+    let pipeline = DiffPipeline::start(
+        Arc::new(store),
+        Arc::new(Counters::default()),
+        PipelineConfig {
+            queue: config.shadow.queue as usize,
+            max_body_bytes: usize::try_from(config.store.max_body_bytes).unwrap_or(usize::MAX),
+            decode_limit: max_request_body.saturating_mul(DECODE_FACTOR),
+        },
+    )
+    .map_err(ControlError::Store)?;
+    Ok(ShadowRuntime::new(pipeline, &config.shadow))
+}
+
+/// A compressed body is compared when it decodes to at most this many
+/// times `[shadow].max_request_body`.
+const DECODE_FACTOR: usize = 8;

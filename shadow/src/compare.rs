@@ -127,9 +127,8 @@ impl Comparator {
                 headers.push(h.clone());
             }
         }
-        headers.retain(|h| {
-            !spec.ignore_headers.contains(h) && !NEVER_COMPARED.contains(&h.as_str())
-        });
+        headers
+            .retain(|h| !spec.ignore_headers.contains(h) && !NEVER_COMPARED.contains(&h.as_str()));
         let (fields, names): (Vec<&String>, Vec<&String>) =
             spec.redact.iter().partition(|r| r.starts_with('/'));
         Comparator {
@@ -669,13 +668,17 @@ mod tests {
         let a = json!({"items": [{"total": 1}, {"total": 2}], "extra": null});
         let b = json!({"items": [{"total": "1"}, {"total": "2"}, {"total": 3}]});
         let d = diff(&cmp, json_answer(a), json_answer(b));
-        assert_eq!(paths(&d), ["/extra", "/items/0/total", "/items/1/total", "/items/2"]);
+        assert_eq!(
+            paths(&d),
+            ["/extra", "/items/0/total", "/items/1/total", "/items/2"]
+        );
         assert_eq!(d[0].primary, Some(Value::Null));
         assert_eq!(d[0].shadow, None);
         assert_eq!(d[1].field, "/items/*/total");
         assert_eq!(d[3].field, "/items/*");
         // A missing value round-trips as absent, a null as null.
-        let back: Difference = serde_json::from_str(&serde_json::to_string(&d[0]).unwrap()).unwrap();
+        let back: Difference =
+            serde_json::from_str(&serde_json::to_string(&d[0]).unwrap()).unwrap();
         assert_eq!(back, d[0]);
     }
 
@@ -691,14 +694,22 @@ mod tests {
         );
         let a = answer(
             200,
-            &[("content-type", "application/json"), ("date", "1"), ("cache-control", "no-store")],
+            &[
+                ("content-type", "application/json"),
+                ("date", "1"),
+                ("cache-control", "no-store"),
+            ],
             json!({"meta": {"t": 1}, "request_id": "a", "items": [{"updated_at": 1, "id": 1}]})
                 .to_string()
                 .as_bytes(),
         );
         let b = answer(
             200,
-            &[("content-type", "application/json; charset=UTF-8"), ("date", "2"), ("cache-control", "max-age=5")],
+            &[
+                ("content-type", "application/json; charset=UTF-8"),
+                ("date", "2"),
+                ("cache-control", "max-age=5"),
+            ],
             json!({"meta": {"t": 2}, "request_id": "b", "items": [{"updated_at": 2, "id": 1}]})
                 .to_string()
                 .as_bytes(),
@@ -739,12 +750,23 @@ mod tests {
         let gz = gz.finish().unwrap();
         let a = answer(
             200,
-            &[("content-type", "application/json"), ("content-encoding", "gzip")],
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
             &gz,
         );
-        let b = answer(200, &[("content-type", "application/json")], body.as_bytes());
+        let b = answer(
+            200,
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        );
         assert!(diff(&cmp, a.clone(), b).is_empty());
-        let b = answer(200, &[("content-type", "application/json")], br#"{"total":"10"}"#);
+        let b = answer(
+            200,
+            &[("content-type", "application/json")],
+            br#"{"total":"10"}"#,
+        );
         assert_eq!(paths(&diff(&cmp, a, b)), ["/total"]);
     }
 

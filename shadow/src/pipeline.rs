@@ -116,11 +116,7 @@ impl DiffPipeline {
     /// Finishes queued work, saves the counters, flushes the store and
     /// stops the thread. Blocks; call it off the async runtime.
     pub fn shutdown(&self) {
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle {
             let _ = self.tx.send(Msg::Stop);
             let _ = handle.join();
@@ -205,7 +201,11 @@ impl Worker {
             ),
             ShadowAnswer::TimedOut => (
                 Outcome::ShadowTimeout,
-                Side::failed(&job.shadow_upstream, "no answer within [shadow].timeout".into(), None),
+                Side::failed(
+                    &job.shadow_upstream,
+                    "no answer within [shadow].timeout".into(),
+                    None,
+                ),
                 Vec::new(),
                 0,
             ),
@@ -231,4 +231,3 @@ impl Worker {
         }
     }
 }
-

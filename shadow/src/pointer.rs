@@ -118,6 +118,9 @@ mod tests {
         let s = join(&segs);
         assert_eq!(s, "/a~1b/c~0d");
         assert_eq!(split(&s), segs);
-        assert_eq!(join_folded(&["items", "7", "id"], &[false, true, false]), "/items/*/id");
+        assert_eq!(
+            join_folded(&["items", "7", "id"], &[false, true, false]),
+            "/items/*/id"
+        );
     }
 }

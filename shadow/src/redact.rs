@@ -12,7 +12,12 @@ use crate::capture::hex;
 use crate::pointer::Pattern;
 
 /// Headers that are always redacted.
-pub const ALWAYS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie"];
+pub const ALWAYS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
 
 /// Holds the in-memory HMAC key.
 pub struct Redactor {
@@ -111,7 +116,13 @@ mod tests {
         assert_ne!(r.token(b"same"), r.token(b"other"));
 
         let mut v = json!({"customer": {"email": "a@b.c", "name": "A"}, "cards": [{"pan": "4111"}, {"pan": "5500"}]});
-        r.json(&mut v, &[Pattern::parse("/customer/email"), Pattern::parse("/cards/*/pan")]);
+        r.json(
+            &mut v,
+            &[
+                Pattern::parse("/customer/email"),
+                Pattern::parse("/cards/*/pan"),
+            ],
+        );
         let s = v.to_string();
         assert!(!s.contains("a@b.c") && !s.contains("4111") && !s.contains("5500"));
         assert_eq!(v["customer"]["name"], "A");

@@ -133,22 +133,34 @@ fn id_bytes(id: &str) -> Option<[u8; 16]> {
 impl DiffStore for SledDiffStore {
     fn put(&self, rec: &DiffRecord, time_ms: u64) -> Result<(), StoreError> {
         let Some(id) = id_bytes(&rec.id) else {
-            return Err(StoreError::Corrupt(format!("record id {} is not a UUID", rec.id)));
+            return Err(StoreError::Corrupt(format!(
+                "record id {} is not a UUID",
+                rec.id
+            )));
         };
         let value = serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.diffs.insert(id, value)?;
         self.held.fetch_add(1, Relaxed);
-        self.by_route.insert(Self::route_key(&rec.route, &id), &[])?;
+        self.by_route
+            .insert(Self::route_key(&rec.route, &id), &[])?;
         let fields: BTreeSet<(&str, &str)> = rec
             .differences
             .iter()
             .map(|d| (d.kind.as_str(), d.field.as_str()))
             .collect();
         for (kind, field) in fields {
-            let key = [rec.route.as_bytes(), &[0], kind.as_bytes(), &[0], field.as_bytes()].concat();
+            let key = [
+                rec.route.as_bytes(),
+                &[0],
+                kind.as_bytes(),
+                &[0],
+                field.as_bytes(),
+            ]
+            .concat();
             let mut agg = match self.fields.get(&key)? {
-                Some(v) => serde_json::from_slice(&v)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                Some(v) => {
+                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?
+                }
                 None => FieldAgg {
                     route: rec.route.clone(),
                     kind: kind.to_string(),
@@ -180,10 +192,7 @@ impl DiffStore for SledDiffStore {
         let Some(key) = id_bytes(id) else {
             return Ok(None);
         };
-        self.diffs
-            .get(key)?
-            .map(|v| Self::decode(&v))
-            .transpose()
+        self.diffs.get(key)?.map(|v| Self::decode(&v)).transpose()
     }
 
     fn list(
@@ -350,7 +359,10 @@ mod tests {
         assert_eq!(all.len(), 5);
         assert_eq!(all[0].id, ids[7]);
         let a = store.list(Some("a"), 100, None).unwrap();
-        assert_eq!(a.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [ids[6].clone(), ids[4].clone()]);
+        assert_eq!(
+            a.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            [ids[6].clone(), ids[4].clone()]
+        );
         let older = store.list(None, 2, Some(&ids[6])).unwrap();
         assert_eq!(older[0].id, ids[5]);
         // Aggregates keep counting past retention; one line per field per record.

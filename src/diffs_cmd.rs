@@ -1,0 +1,455 @@
+//! `strangler diffs` and `strangler diffs show ID`: the shadow comparison
+//! results from a running proxy's admin API. The list shows each route's
+//! summary (outcomes and differing fields) and the latest records; `show`
+//! prints one record with the primary and shadow side by side, differing
+//! lines marked (coloured on a terminal, a `*` gutter when piped or with
+//! NO_COLOR).
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::admin_client::AdminClient;
+
+fn fail(e: crate::admin_client::CallError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(e.exit_code())
+}
+
+fn query_value(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `strangler diffs [--route R] [--limit N] [--json]`.
+pub fn list(c: &AdminClient, route: Option<&str>, limit: usize, as_json: bool) -> ExitCode {
+    let mut path = format!("/api/v1/diffs?limit={limit}");
+    if let Some(r) = route {
+        path.push_str(&format!("&route={}", query_value(r)));
+    }
+    let diffs = match c.call(Method::GET, &path, None) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&diffs).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let summary = match c.call(Method::GET, "/api/v1/diffs/summary", None) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let empty = Vec::new();
+    let routes: Vec<&Value> = summary["routes"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .filter(|r| route.is_none_or(|want| r["route"].as_str() == Some(want)))
+        .collect();
+    if routes.is_empty() {
+        println!(
+            "no shadowed routes{}",
+            route.map(|r| format!(" named {r}")).unwrap_or_default()
+        );
+    }
+    for r in &routes {
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        println!(
+            "{}: {} compared, {} matched, {} mismatched, {} shadow errors, {} timeouts ({:.1}% not matching)",
+            r["route"].as_str().unwrap_or(""),
+            n("compared"),
+            n("matched"),
+            n("mismatched"),
+            n("shadow_errors"),
+            n("shadow_timeouts"),
+            r["mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0
+        );
+        let skipped: Vec<String> = [
+            ("skipped_same_upstream", "same upstream"),
+            ("skipped_too_large", "too large"),
+            ("dropped", "dropped (queue full)"),
+            ("primary_errors", "primary failed"),
+        ]
+        .iter()
+        .filter(|(k, _)| n(k) > 0)
+        .map(|(k, label)| format!("{} {label}", n(k)))
+        .collect();
+        if !skipped.is_empty() {
+            println!("  not compared: {}", skipped.join(", "));
+        }
+        let fields = r["fields"].as_array().unwrap_or(&empty);
+        if !fields.is_empty() {
+            println!(
+                "  {:<36} {:<7} {:>7} {:>7}  LAST SEEN",
+                "FIELD", "KIND", "COUNT", "RATE"
+            );
+            for f in fields {
+                let path = f["path"].as_str().unwrap_or("");
+                println!(
+                    "  {:<36} {:<7} {:>7} {:>6.1}%  {}",
+                    if path.is_empty() { "(whole)" } else { path },
+                    f["kind"].as_str().unwrap_or(""),
+                    f["count"].as_u64().unwrap_or(0),
+                    f["raw_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                    f["last_seen"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    let records = diffs["diffs"].as_array().unwrap_or(&empty);
+    println!();
+    if records.is_empty() {
+        println!("no diff records yet");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<36}  {:<24}  {:<12}  {:<14}  {:<30}  FIRST DIFFERENCE",
+        "ID", "TIME", "ROUTE", "OUTCOME", "REQUEST"
+    );
+    for d in records {
+        let request = format!(
+            "{} {}",
+            d["method"].as_str().unwrap_or(""),
+            d["path"].as_str().unwrap_or("")
+        );
+        println!(
+            "{:<36}  {:<24}  {:<12}  {:<14}  {:<30}  {}",
+            d["id"].as_str().unwrap_or(""),
+            d["time"].as_str().unwrap_or(""),
+            d["route"].as_str().unwrap_or(""),
+            d["outcome"].as_str().unwrap_or(""),
+            cut(&request, 30),
+            first_difference(d)
+        );
+    }
+    println!();
+    println!("see one with: strangler diffs show ID");
+    ExitCode::SUCCESS
+}
+
+fn first_difference(d: &Value) -> String {
+    let Some(first) = d["differences"].as_array().and_then(|a| a.first()) else {
+        return d["shadow"]["note"].as_str().unwrap_or("").to_string();
+    };
+    let total = d["differences_total"].as_u64().unwrap_or(1);
+    let more = if total > 1 {
+        format!(" (+{} more)", total - 1)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", describe(first))
+}
+
+/// `kind path: primary -> shadow`.
+fn describe(diff: &Value) -> String {
+    let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), |v| cut(&v.to_string(), 40));
+    let path = diff["path"].as_str().unwrap_or("");
+    let kind = diff["kind"].as_str().unwrap_or("");
+    let place = if path.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} {path}")
+    };
+    format!(
+        "{place}: {} -> {}",
+        show(diff.get("primary")),
+        show(diff.get("shadow"))
+    )
+}
+
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `strangler diffs show ID [--json]`.
+pub fn show(c: &AdminClient, id: &str, as_json: bool) -> ExitCode {
+    let d = match c.call(
+        Method::GET,
+        &format!("/api/v1/diffs/{}", query_value(id)),
+        None,
+    ) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .unwrap_or(120)
+        .max(60);
+    print!("{}", render(&d, width, colour));
+    ExitCode::SUCCESS
+}
+
+/// The side-by-side view of one record.
+pub fn render(d: &Value, width: usize, colour: bool) -> String {
+    let mut out = String::new();
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    out.push_str(&format!("diff {}\n", s(&d["id"])));
+    out.push_str(&format!(
+        "{}  route {}  {} {}  outcome {}\n",
+        s(&d["time"]),
+        s(&d["route"]),
+        s(&d["method"]),
+        s(&d["path"]),
+        s(&d["outcome"])
+    ));
+    let empty = Vec::new();
+    let diffs = d["differences"].as_array().unwrap_or(&empty);
+    let total = d["differences_total"]
+        .as_u64()
+        .unwrap_or(diffs.len() as u64);
+    out.push_str(&format!("\n{total} difference(s):\n"));
+    for diff in diffs {
+        out.push_str(&format!("  {}\n", describe(diff)));
+    }
+    let body_paths: BTreeSet<String> = diffs
+        .iter()
+        .filter(|x| x["kind"] == "body")
+        .map(|x| s(&x["path"]))
+        .collect();
+    let header_names: BTreeSet<String> = diffs
+        .iter()
+        .filter(|x| x["kind"] == "header")
+        .map(|x| s(&x["path"]))
+        .collect();
+    let status_differs = diffs.iter().any(|x| x["kind"] == "status");
+
+    let col = (width.saturating_sub(3)) / 2;
+    let side_lines = |side: &Value| -> Vec<Line> {
+        let mut lines = Vec::new();
+        let title = format!(
+            "{} ({})",
+            side["upstream"].as_str().unwrap_or(""),
+            side["latency_ms"]
+                .as_f64()
+                .map_or("no answer".to_string(), |ms| format!("{ms:.1} ms"))
+        );
+        lines.push(Line::new(title, "#title", false));
+        let status = side["status"]
+            .as_u64()
+            .map_or_else(|| "status: -".to_string(), |st| format!("status: {st}"));
+        lines.push(Line::new(status, "#status", status_differs));
+        if let Some(note) = side["note"].as_str() {
+            lines.push(Line::new(format!("note: {note}"), "#note", false));
+        }
+        if let Some(h) = side["headers"].as_object() {
+            for (k, v) in h {
+                let text = format!("{k}: {}", v.as_str().unwrap_or(""));
+                lines.push(Line::new(
+                    text,
+                    &format!("#h:{k}"),
+                    header_names.contains(k),
+                ));
+            }
+        }
+        lines.push(Line::new(String::new(), "#blank", false));
+        match &side["body"] {
+            Value::Null => lines.push(Line::new(
+                format!(
+                    "(body: {} bytes, sha256 {})",
+                    side["body_bytes"].as_u64().unwrap_or(0),
+                    cut(side["body_sha256"].as_str().unwrap_or(""), 16)
+                ),
+                "#body",
+                body_paths.contains(""),
+            )),
+            Value::String(text) => {
+                for (i, l) in text.lines().enumerate() {
+                    let p = format!("#L{}", i + 1);
+                    let marked = body_paths.contains(&p);
+                    lines.push(Line::new(l.to_string(), &p, marked));
+                }
+            }
+            v => {
+                let mut pretty = Vec::new();
+                pretty_json(v, &mut Vec::new(), 0, None, &mut pretty);
+                for (text, ptr) in pretty {
+                    let full = if ptr.is_empty() {
+                        ptr
+                    } else {
+                        format!("/{ptr}")
+                    };
+                    let marked = body_paths.iter().any(|p| {
+                        p.starts_with('/') && (full == *p || full.starts_with(&format!("{p}/")))
+                    });
+                    lines.push(Line::new(text, &format!("json:{full}"), marked));
+                }
+            }
+        }
+        if side["body_truncated"].as_bool() == Some(true) {
+            lines.push(Line::new("(body truncated)".into(), "#trunc", false));
+        }
+        lines
+    };
+    let left = side_lines(&d["primary"]);
+    let right = side_lines(&d["shadow"]);
+    out.push('\n');
+    out.push_str(&format!(
+        "{:<col$} | {}\n",
+        cut("PRIMARY", col),
+        cut("SHADOW", col)
+    ));
+    out.push_str(&format!("{}-+-{}\n", "-".repeat(col), "-".repeat(col)));
+    for (l, r) in align(&left, &right) {
+        let cell = |line: Option<&Line>, red: bool| -> String {
+            let Some(line) = line else {
+                return " ".repeat(col);
+            };
+            let text = cut(&line.text, col.saturating_sub(2));
+            let padded = format!(
+                "{}{:<w$}",
+                if line.marked { "* " } else { "  " },
+                text,
+                w = col - 2
+            );
+            if colour && line.marked {
+                let code = if red { "31" } else { "32" };
+                format!("\x1b[{code}m{padded}\x1b[0m")
+            } else {
+                padded
+            }
+        };
+        out.push_str(format!("{} | {}", cell(l, true), cell(r, false)).trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+struct Line {
+    text: String,
+    /// What the line shows (a pointer for JSON), for alignment.
+    key: String,
+    marked: bool,
+}
+
+impl Line {
+    fn new(text: String, key: &str, marked: bool) -> Line {
+        Line {
+            text,
+            key: key.to_string(),
+            marked,
+        }
+    }
+}
+
+/// Pairs lines showing the same thing; lines only one side has get a row
+/// of their own.
+fn align<'a>(left: &'a [Line], right: &'a [Line]) -> Vec<(Option<&'a Line>, Option<&'a Line>)> {
+    let lkeys: BTreeSet<&str> = left.iter().map(|l| l.key.as_str()).collect();
+    let rkeys: BTreeSet<&str> = right.iter().map(|l| l.key.as_str()).collect();
+    let (mut i, mut j) = (0, 0);
+    let mut rows = Vec::new();
+    while i < left.len() || j < right.len() {
+        match (left.get(i), right.get(j)) {
+            (Some(l), Some(r)) if l.key == r.key => {
+                rows.push((Some(l), Some(r)));
+                i += 1;
+                j += 1;
+            }
+            (Some(l), _) if !rkeys.contains(l.key.as_str()) => {
+                rows.push((Some(l), None));
+                i += 1;
+            }
+            (_, Some(r)) if !lkeys.contains(r.key.as_str()) => {
+                rows.push((None, Some(r)));
+                j += 1;
+            }
+            (l, r) => {
+                rows.push((l, r));
+                i += usize::from(l.is_some());
+                j += usize::from(r.is_some());
+            }
+        }
+    }
+    rows
+}
+
+/// Pretty-prints JSON one value per line, each line with the pointer (no
+/// leading slash) of what it shows.
+fn pretty_json(
+    v: &Value,
+    path: &mut Vec<String>,
+    indent: usize,
+    key: Option<&str>,
+    out: &mut Vec<(String, String)>,
+) {
+    let pad = "  ".repeat(indent);
+    let label = key
+        .map(|k| format!("{}: ", Value::String(k.to_string())))
+        .unwrap_or_default();
+    let ptr = pointer(path);
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            out.push((format!("{pad}{label}{{"), ptr.clone()));
+            for (k, x) in m {
+                path.push(k.clone());
+                pretty_json(x, path, indent + 1, Some(k), out);
+                path.pop();
+            }
+            out.push((format!("{pad}}}"), ptr));
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push((format!("{pad}{label}["), ptr.clone()));
+            for (i, x) in items.iter().enumerate() {
+                path.push(i.to_string());
+                pretty_json(x, path, indent + 1, None, out);
+                path.pop();
+            }
+            out.push((format!("{pad}]"), ptr));
+        }
+        other => out.push((format!("{pad}{label}{other}"), ptr)),
+    }
+}
+
+/// Segments as a JSON Pointer without its leading slash.
+fn pointer(path: &[String]) -> String {
+    path.iter()
+        .map(|s| s.replace('~', "~0").replace('/', "~1"))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn side_by_side_marks_the_differing_field() {
+        let d = json!({
+            "id": "x", "time": "t", "route": "orders", "method": "GET", "path": "/api/orders/1",
+            "outcome": "mismatch", "differences_total": 1,
+            "differences": [{"kind": "body", "path": "/total", "field": "/total", "primary": 10, "shadow": "10"}],
+            "primary": {"upstream": "monolith", "status": 200, "latency_ms": 1.0, "headers": {}, "body": {"id": 1, "total": 10}},
+            "shadow": {"upstream": "orders", "status": 200, "latency_ms": 2.0, "headers": {}, "body": {"id": 1, "total": "10"}}
+        });
+        let text = render(&d, 80, false);
+        let marked: Vec<&str> = text.lines().filter(|l| l.starts_with("* ")).collect();
+        assert_eq!(marked.len(), 1, "{text}");
+        assert!(marked[0].contains("\"total\": 10") && marked[0].contains("\"total\": \"10\""));
+    }
+}

@@ -1,0 +1,449 @@
+//! Shadow dispatch on the proxy side: deciding per request whether a copy
+//! goes to the route's shadow upstream, teeing the request and primary
+//! response bodies while they stream, and the shadow call itself on its own
+//! task. The client's answer is never held up: the primary streams as
+//! usual, and everything here either runs beside it or is skipped and
+//! counted. Comparison and storage happen on the diff pipeline's thread
+//! (crate `strangler-shadow`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use strangler_rules::config::{Route, ShadowLimits};
+use strangler_rules::{Config, UpstreamId};
+use strangler_shadow::pipeline::{CompareJob, DiffPipeline, ShadowAnswer};
+use strangler_shadow::{BodyCapture, Captured, Comparator, Counters, Outcome, RouteCounts};
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::body::ProxyBody;
+use crate::control::RuntimeLayer;
+use crate::upstream::UpstreamPool;
+
+/// The header that marks a shadow request; clients' copies are stripped.
+pub const SHADOW_HEADER: http::HeaderName = http::HeaderName::from_static("x-strangler-shadow");
+
+/// A route's live shadow settings: the file's with the runtime layer on top.
+#[derive(Debug)]
+pub struct ShadowPlan {
+    pub upstream: UpstreamId,
+    pub percent_bp: u16,
+    pub methods: Vec<String>,
+    pub comparator: Arc<Comparator>,
+    pub counts: Arc<RouteCounts>,
+}
+
+/// The live shadow plan of every route (None: no shadow, or turned off).
+pub fn plans(
+    config: &Config,
+    layer: &RuntimeLayer,
+    counters: &Counters,
+) -> Vec<Option<ShadowPlan>> {
+    config
+        .routes
+        .iter()
+        .map(|r| plan(r, layer, counters))
+        .collect()
+}
+
+fn plan(r: &Route, layer: &RuntimeLayer, counters: &Counters) -> Option<ShadowPlan> {
+    let spec = r.shadow.as_ref()?;
+    let o = layer.routes.get(&r.name);
+    let (enabled, percent_bp) = match o.and_then(|o| o.shadow.as_ref()) {
+        Some(s) => (
+            s.enabled,
+            s.percent
+                .and_then(strangler_rules::config::percent_to_bp)
+                .unwrap_or(spec.percent_bp),
+        ),
+        None => (true, spec.percent_bp),
+    };
+    if !enabled || percent_bp == 0 {
+        return None;
+    }
+    let added = o.map(|o| o.ignore_fields_add.as_slice()).unwrap_or(&[]);
+    Some(ShadowPlan {
+        upstream: spec.upstream,
+        percent_bp,
+        methods: spec.methods.clone(),
+        comparator: Arc::new(Comparator::new(&r.compare, added)),
+        counts: counters.route(&r.name),
+    })
+}
+
+/// What the proxy shares for shadowing: limits, the in-flight bound and
+/// the diff pipeline.
+#[derive(Debug)]
+pub struct ShadowRuntime {
+    pub pipeline: DiffPipeline,
+    timeout: Duration,
+    max_body: usize,
+    /// Shadow calls running at once.
+    running: Semaphore,
+    /// Admitted shadow tasks (running or waiting); at most concurrency + queue.
+    admitted: AtomicUsize,
+    capacity: usize,
+}
+
+impl ShadowRuntime {
+    pub fn new(pipeline: DiffPipeline, limits: &ShadowLimits) -> Self {
+        ShadowRuntime {
+            pipeline,
+            timeout: limits.timeout,
+            max_body: usize::try_from(limits.max_request_body).unwrap_or(usize::MAX),
+            running: Semaphore::new(limits.concurrency as usize),
+            admitted: AtomicUsize::new(0),
+            capacity: limits.concurrency as usize + limits.queue as usize,
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.pipeline.counters
+    }
+
+    /// Takes a place for one shadow task, or says the queue is full.
+    fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        let prev = self.admitted.fetch_add(1, Relaxed);
+        if prev >= self.capacity {
+            self.admitted.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Admitted(self.clone()))
+    }
+}
+
+/// A place in the shadow queue, given back on drop.
+struct Admitted(Arc<ShadowRuntime>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What the proxy decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// No shadow on the route, or not this method, or not sampled.
+    None,
+    Sent,
+    Skipped(Outcome),
+}
+
+impl Dispatch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dispatch::None => "none",
+            Dispatch::Sent => "sent",
+            Dispatch::Skipped(o) => o.as_str(),
+        }
+    }
+}
+
+/// A shadow call waiting for its inputs: the request body (when there is
+/// one) and the primary's answer.
+pub struct Pending {
+    pub body_tx: Option<oneshot::Sender<Option<Bytes>>>,
+    pub primary_tx: oneshot::Sender<Captured>,
+    pub max_body: usize,
+}
+
+/// Everything the shadow task needs, taken from the request before it is
+/// forwarded.
+pub struct Launch {
+    pub runtime: Arc<ShadowRuntime>,
+    pub pool: Arc<UpstreamPool>,
+    pub route: String,
+    pub method: http::Method,
+    pub path_and_query: http::uri::PathAndQuery,
+    pub headers: HeaderMap,
+    pub comparator: Arc<Comparator>,
+    pub counts: Arc<RouteCounts>,
+    pub primary_upstream: String,
+    pub has_body: bool,
+    pub content_length: Option<u64>,
+}
+
+/// Starts the shadow task for a sampled request, or counts why not.
+pub fn launch(l: Launch) -> (Dispatch, Option<Pending>) {
+    let max_body = l.runtime.max_body;
+    if l.content_length.is_some_and(|n| n > max_body as u64) {
+        l.counts.add(Outcome::SkippedTooLarge);
+        return (Dispatch::Skipped(Outcome::SkippedTooLarge), None);
+    }
+    let Some(place) = l.runtime.admit() else {
+        l.counts.add(Outcome::Dropped);
+        return (Dispatch::Skipped(Outcome::Dropped), None);
+    };
+    let (body_tx, body_rx) = if l.has_body {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let (primary_tx, primary_rx) = oneshot::channel();
+    let time_ms = strangler_shadow::time::now_ms();
+    tokio::spawn(run(l, place, body_rx, primary_rx, time_ms));
+    (
+        Dispatch::Sent,
+        Some(Pending {
+            body_tx,
+            primary_tx,
+            max_body,
+        }),
+    )
+}
+
+async fn run(
+    l: Launch,
+    place: Admitted,
+    body_rx: Option<oneshot::Receiver<Option<Bytes>>>,
+    primary_rx: oneshot::Receiver<Captured>,
+    time_ms: u64,
+) {
+    let runtime = place.0.clone();
+    let body = match body_rx {
+        None => ProxyBody::Empty,
+        Some(rx) => match rx.await {
+            Ok(Some(bytes)) => ProxyBody::full(bytes),
+            Ok(None) => {
+                l.counts.add(Outcome::SkippedTooLarge);
+                return;
+            }
+            // The client's body never arrived whole: no fair comparison.
+            Err(_) => {
+                l.counts.add(Outcome::PrimaryError);
+                return;
+            }
+        },
+    };
+    let answer = {
+        let _permit = runtime.running.acquire().await;
+        let started = Instant::now();
+        match tokio::time::timeout(runtime.timeout, call(&l, body, runtime.max_body, started)).await
+        {
+            Ok(Ok(c)) => ShadowAnswer::Answered(c),
+            Ok(Err(why)) => ShadowAnswer::Failed(why),
+            Err(_) => ShadowAnswer::TimedOut,
+        }
+    };
+    let Ok(primary) = primary_rx.await else {
+        l.counts.add(Outcome::PrimaryError);
+        return;
+    };
+    runtime.pipeline.submit(CompareJob {
+        route: l.route,
+        method: l.method.to_string(),
+        path: l.path_and_query.to_string(),
+        comparator: l.comparator,
+        counts: l.counts,
+        primary_upstream: l.primary_upstream,
+        shadow_upstream: l.pool.name.clone(),
+        primary,
+        shadow: answer,
+        time_ms,
+    });
+    drop(place);
+}
+
+/// Sends the shadow request and reads its whole answer.
+async fn call(
+    l: &Launch,
+    body: ProxyBody,
+    cap: usize,
+    started: Instant,
+) -> Result<Captured, String> {
+    let i = l
+        .pool
+        .pick(&[])
+        .map_err(|_| "no healthy instance of the shadow upstream".to_string())?;
+    let instance = &l.pool.instances[i];
+    let uri = Uri::builder()
+        .scheme(instance.scheme.clone())
+        .authority(instance.authority.clone())
+        .path_and_query(l.path_and_query.clone())
+        .build()
+        .map_err(|e| format!("cannot build the shadow URI: {e}"))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = l.method.clone();
+    *req.version_mut() = Version::HTTP_11;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = l.headers.clone();
+    req.headers_mut()
+        .insert(SHADOW_HEADER, HeaderValue::from_static("1"));
+    l.pool.start_request(i);
+    let sent = l.pool.send(i, req).await;
+    l.pool.end_request(i);
+    let resp = match sent {
+        Ok(r) => r,
+        Err(crate::upstream::SendError::Connect(msg, _)) => return Err(msg),
+        Err(crate::upstream::SendError::Broken(e)) => return Err(e.to_string()),
+    };
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (parts, mut body) = resp.into_parts();
+    let mut capture = BodyCapture::new(cap);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("shadow body failed: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            capture.push(data);
+        }
+    }
+    Ok(capture.into_captured(
+        parts.status.as_u16(),
+        header_list(&parts.headers),
+        latency_ms,
+    ))
+}
+
+/// Headers as lower-case (name, value) pairs, values lossily as text.
+pub fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Where a tee sends what it captured when its body ends.
+enum TeeSink {
+    /// The request body, for the shadow request; None when over the cap.
+    Request(oneshot::Sender<Option<Bytes>>),
+    /// The primary's answer.
+    Response {
+        tx: oneshot::Sender<Captured>,
+        status: u16,
+        headers: Vec<(String, String)>,
+        latency_ms: f64,
+    },
+}
+
+/// A body passed through untouched while a copy of it is captured. When
+/// the body ends, the capture goes to the shadow task; when it is dropped
+/// before its end, nothing is sent and the shadow task counts it.
+pub struct TeeBody {
+    inner: ProxyBody,
+    capture: Option<BodyCapture>,
+    sink: Option<TeeSink>,
+}
+
+impl std::fmt::Debug for TeeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeeBody").finish_non_exhaustive()
+    }
+}
+
+impl TeeBody {
+    /// Tees a request body for the shadow request.
+    pub fn request(inner: ProxyBody, cap: usize, tx: oneshot::Sender<Option<Bytes>>) -> ProxyBody {
+        Self::wrap(inner, cap, TeeSink::Request(tx))
+    }
+
+    /// Tees the primary's response body for the comparison.
+    pub fn response(
+        inner: ProxyBody,
+        cap: usize,
+        tx: oneshot::Sender<Captured>,
+        status: u16,
+        headers: &HeaderMap,
+        latency_ms: f64,
+    ) -> ProxyBody {
+        let sink = TeeSink::Response {
+            tx,
+            status,
+            headers: header_list(headers),
+            latency_ms,
+        };
+        Self::wrap(inner, cap, sink)
+    }
+
+    fn wrap(inner: ProxyBody, cap: usize, sink: TeeSink) -> ProxyBody {
+        let mut tee = TeeBody {
+            inner,
+            capture: Some(BodyCapture::new(cap)),
+            sink: Some(sink),
+        };
+        if tee.inner.is_end_stream() {
+            // Nothing will be polled (HEAD, 204, empty): done already.
+            tee.complete();
+            return std::mem::replace(&mut tee.inner, ProxyBody::Empty);
+        }
+        ProxyBody::Tee(Box::new(tee))
+    }
+
+    fn complete(&mut self) {
+        let (Some(capture), Some(sink)) = (self.capture.take(), self.sink.take()) else {
+            return;
+        };
+        match sink {
+            TeeSink::Request(tx) => {
+                let (bytes, _, _, complete) = capture.finish();
+                let _ = tx.send(complete.then_some(bytes));
+            }
+            TeeSink::Response {
+                tx,
+                status,
+                headers,
+                latency_ms,
+            } => {
+                let _ = tx.send(capture.into_captured(status, headers, latency_ms));
+            }
+        }
+    }
+}
+
+impl Drop for TeeBody {
+    fn drop(&mut self) {
+        // Some servers stop polling once the length is reached.
+        if self.inner.is_end_stream() {
+            self.complete();
+        }
+    }
+}
+
+impl Body for TeeBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(c)) = (frame.data_ref(), this.capture.as_mut()) {
+                    c.push(data);
+                }
+                if this.inner.is_end_stream() {
+                    this.complete();
+                }
+            }
+            Poll::Ready(None) => this.complete(),
+            // A failed body is not compared: dropping the sink says so.
+            Poll::Ready(Some(Err(_))) => {
+                this.sink = None;
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
