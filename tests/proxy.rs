@@ -706,6 +706,21 @@ async fn demo_starts_and_answers() {
         seen.contains("monolith") && seen.contains("orders-service"),
         "{seen:?}"
     );
+    // The monolith's answers were shadowed to the new service, whose one
+    // real difference (the total as a string) is what the diffs show.
+    let listed = support::wait_until("a demo diff", || {
+        let out = support::cli_at(&admin, &["diffs", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let first = v["diffs"].as_array()?.first()?.clone();
+        Some(first)
+    });
+    let paths: Vec<&str> = listed["differences"]
+        .as_array()
+        .expect("differences")
+        .iter()
+        .map(|d| d["path"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(paths, ["/total"], "{listed}");
     // The CLI lines the demo prints work against it.
     let out = support::cli_at(&admin, &["rollback", "orders"], None);
     assert!(
@@ -722,6 +737,37 @@ async fn demo_starts_and_answers() {
         .await;
         assert_eq!(r.json()["served_by"], "monolith");
     }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn demo_traffic_shows_the_mismatch_with_no_other_setup() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["demo", "--port", "0", "--admin-port", "0", "--traffic"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("strangler: admin listening on ") {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    let admin = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("demo printed the admin address");
+    let listing = support::wait_until("the demo's traffic to be compared", || {
+        let out = support::cli_at(&admin, &["diffs"], None);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("/total").then_some(text)
+    });
+    assert!(listing.contains("orders:"), "{listing}");
     let _ = child.kill();
     let _ = child.wait();
 }

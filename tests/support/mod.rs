@@ -380,6 +380,21 @@ impl Proxy {
         }
     }
 
+    /// SIGTERM, waits for a clean exit, then starts again on the same
+    /// config and store.
+    pub fn stop_and_restart(mut self) -> Proxy {
+        self.signal("TERM");
+        assert_eq!(self.wait_exit(), Some(0), "clean stop");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let (config_path, args, envs) = (
+            self.config_path.clone(),
+            self.args.clone(),
+            self.envs.clone(),
+        );
+        drop(self);
+        Self::spawn(dir, config_path, args, envs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// `kill -9`, then starts again on the same config and store.
     pub fn crash_and_restart(mut self) -> Proxy {
         let _ = self.child.kill();
@@ -606,5 +621,165 @@ impl Repeat {
             left: n,
             chunk: Bytes::from(vec![b'z'; 64 * 1024]),
         }
+    }
+}
+
+/// What a scripted backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A scripted answer: status, headers, body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(v: serde_json::Value) -> Answer {
+        Answer {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: v.to_string().into_bytes(),
+        }
+    }
+
+    pub fn status(mut self, status: u16) -> Answer {
+        self.status = status;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+type Script = dyn Fn(&Seen) -> Answer + Send + Sync;
+
+/// A fake upstream whose answers a closure writes. It records every request
+/// and, while held, keeps each one waiting until `release()`.
+pub struct ScriptedBackend {
+    pub addr: SocketAddr,
+    state: Arc<ScriptedState>,
+}
+
+struct ScriptedState {
+    script: Box<Script>,
+    seen: Mutex<Vec<Seen>>,
+    held: AtomicBool,
+    release: Notify,
+    arrived: tmpsc::UnboundedSender<()>,
+}
+
+impl ScriptedBackend {
+    /// Starts the backend; the receiver gets one message per request.
+    pub async fn start(
+        script: impl Fn(&Seen) -> Answer + Send + Sync + 'static,
+    ) -> (ScriptedBackend, tmpsc::UnboundedReceiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (arrived, rx) = tmpsc::unbounded_channel();
+        let state = Arc::new(ScriptedState {
+            script: Box::new(script),
+            seen: Mutex::new(Vec::new()),
+            held: AtomicBool::new(false),
+            release: Notify::new(),
+            arrived,
+        });
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| scripted(st.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (ScriptedBackend { addr, state }, rx)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().expect("lock").clone()
+    }
+
+    /// From now on every request waits until `release()`.
+    pub fn hold(&self) {
+        self.state.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets every waiting request (and every later one) through.
+    pub fn release(&self) {
+        self.state.held.store(false, Ordering::SeqCst);
+        self.state.release.notify_waiters();
+    }
+}
+
+async fn scripted(
+    st: Arc<ScriptedState>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let seen = Seen {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.to_string()),
+        headers: parts.headers,
+        body,
+    };
+    st.seen.lock().expect("lock").push(seen.clone());
+    let released = st.release.notified();
+    let _ = st.arrived.send(());
+    if st.held.load(Ordering::SeqCst) {
+        released.await;
+    }
+    let answer = (st.script)(&seen);
+    let mut r = Response::new(full(answer.body));
+    *r.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    for (k, v) in answer.headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(&v),
+        ) {
+            r.headers_mut().append(k, v);
+        }
+    }
+    Ok(r)
+}
+
+/// Polls `f` until it returns Some, for up to 30 s; the condition, not the
+/// pause between polls, is what the test waits for.
+pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
