@@ -82,6 +82,9 @@ def fixed_rate(url, rate, secs):
 try:
     # Backend: nginx serving a 226-byte JSON and a 1 MiB file.
     bport, nport, hport, sport = free_port(), free_port(), free_port(), free_port()
+    # Shadow backends: one answering the same body, one with a real difference.
+    b2port, b3port, shport, mmport = free_port(), free_port(), free_port(), free_port()
+    OTHER = SMALL.replace('"total":28.0', '"total":"28.0"')
     with open(f"{work}/big", "wb") as f:
         f.write(b"x" * (1 << 20))
     os.chmod(f"{work}/big", 0o644)
@@ -93,7 +96,11 @@ worker_processes 1;
 http {{ access_log off; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{bport}; root {work};
     location = /small {{ default_type application/json; return 200 '{SMALL}'; }}
-    location = /big {{ }} }} }}""")
+    location = /big {{ }} }}
+  server {{ listen 127.0.0.1:{b2port};
+    location / {{ default_type application/json; return 200 '{SMALL}'; }} }}
+  server {{ listen 127.0.0.1:{b3port};
+    location / {{ default_type application/json; return 200 '{OTHER}'; }} }} }}""")
     with open(f"{work}/nginx.conf", "w") as f:
         f.write(common % ("nginx", "nginx") + f"""
 worker_processes 1;
@@ -126,18 +133,30 @@ backend be
         else:
             routes.append(f'[[routes]]\nname = "r{i}"\nmatch.path_prefix = "/h{i}"\nmatch.headers = {{ "x-tenant" = "t{i}" }}\nupstream = "backend"\n')
     routes.append('[[routes]]\nname = "last"\nmatch.path_prefix = "/"\nsplit = { backend = 100 }\n')
-    with open(f"{work}/strangler.toml", "w") as f:
-        f.write(f"""[listen]
-proxy = "127.0.0.1:{sport}"
+    def strangler_config(name, port, shadow_port=None):
+        last = routes[-1]
+        if shadow_port:
+            last += 'shadow = { upstream = "shadow", percent = 100 }\n'
+        with open(f"{work}/{name}.toml", "w") as f:
+            f.write(f"""[listen]
+proxy = "127.0.0.1:{port}"
 admin = "127.0.0.1:{free_port()}"
 workers = 1
 [store]
-path = "{work}/data"
+path = "{work}/{name}-data"
 [upstreams.backend]
 urls = ["http://127.0.0.1:{bport}"]
+[upstreams.shadow]
+urls = ["http://127.0.0.1:{shadow_port or b2port}"]
 [default]
 upstream = "backend"
-""" + "\n".join(routes))
+""" + "\n".join(routes[:-1] + [last]))
+
+    strangler_config("strangler", sport)
+    # Shadow on for 100 % of GETs of the hit route: answers that match, and
+    # answers that all differ (every request a stored diff: the worst case).
+    strangler_config("shadow", shport, b2port)
+    strangler_config("mismatch", mmport, b3port)
 
     start(["nginx", "-c", f"{work}/backend.conf", "-g", "daemon off;"])
     wait_port(bport)
@@ -145,8 +164,12 @@ upstream = "backend"
     haproxy = start(["haproxy", "-f", f"{work}/haproxy.cfg"])
     strangler = start(["target/release/strangler", "serve", "--config", f"{work}/strangler.toml", "--access-log", "off"],
                       env=dict(os.environ, RUST_LOG="warn"))
+    shadowed = start(["target/release/strangler", "serve", "--config", f"{work}/shadow.toml", "--access-log", "off"],
+                     env=dict(os.environ, RUST_LOG="warn"))
+    mismatched = start(["target/release/strangler", "serve", "--config", f"{work}/mismatch.toml", "--access-log", "off"],
+                       env=dict(os.environ, RUST_LOG="warn"))
     floor = start([FLOOR, f"127.0.0.1:{fport}", f"127.0.0.1:{bport}"]) if FLOOR else None
-    for p in (nport, hport, sport) + ((fport,) if floor else ()):
+    for p in (nport, hport, sport, shport, mmport) + ((fport,) if floor else ()):
         wait_port(p)
     time.sleep(0.5)
     targets = {
@@ -157,6 +180,10 @@ upstream = "backend"
     if floor:
         # The hyper floor: a minimal hyper proxy (benches/floor_proxy.rs).
         targets["hyper floor"] = (children(floor.pid), fport)
+    targets["strangler, shadow 100% (matching)"] = (children(shadowed.pid), shport)
+    targets["strangler, shadow 100% (all differ)"] = (children(mismatched.pid), mmport)
+    # 1 MiB bodies are measured without shadowing.
+    no_big = {"strangler, shadow 100% (matching)", "strangler, shadow 100% (all differ)"}
     load = os.getloadavg()[0]
     print(f"load average before: {load:.2f} (other load on this machine skews absolute numbers; ratios are from the same run)")
 
@@ -165,6 +192,9 @@ upstream = "backend"
         for name, (pids, port) in targets.items():
             results[name]["small"].append(measure(name, pids, f"http://127.0.0.1:{port}/small", SECS))
         for name, (pids, port) in targets.items():
+            if name in no_big:
+                results[name]["big"].append((float("nan"), 0.0, 0))
+                continue
             results[name]["big"].append(measure(name, pids, f"http://127.0.0.1:{port}/big", max(SECS // 2, 3), 10))
 
     def median(xs):
@@ -197,6 +227,13 @@ upstream = "backend"
         print(f"| {name} | {s['cpu_small']:.1f} | {s['cpu_small'] / base['cpu_small']:.2f}x | {s['rps_small']:.0f} | "
               f"{s['p50']:.2f} | {s['p99']:.2f} | {s['p99'] / base['p99']:.2f}x | {s['cpu_big']:.0f} | "
               f"{s['cpu_big'] / base['cpu_big']:.2f}x | {s['cpu_big'] / summary['haproxy']['cpu_big']:.2f}x | {s['errors']} |")
+    off = summary["strangler"]
+    print("\nShadowing cost, against strangler with shadow off in the same run (goal: CPU at most 1.6x, p99 unchanged within noise):\n")
+    print("| variant | CPU us/req | vs shadow off | p99 ms | vs shadow off |")
+    print("|---|---|---|---|---|")
+    for name in ["strangler"] + sorted(no_big):
+        s = summary[name]
+        print(f"| {name} | {s['cpu_small']:.1f} | {s['cpu_small'] / off['cpu_small']:.2f}x | {s['p99']:.2f} | {s['p99'] / off['p99']:.2f}x |")
 finally:
     for p in procs:
         try:

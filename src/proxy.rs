@@ -218,20 +218,8 @@ pub async fn handle(
             Err(_) => answer!(ProxyError::NoHealthyInstance.response(route_name, upstream_name)),
         };
         tried.push(i);
-        let instance = &pool.instances[i];
         // The upstream sees origin-form: path and query byte for byte.
-        let uri = Uri::builder()
-            .scheme(instance.scheme.clone())
-            .authority(instance.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build();
-        match uri {
-            Ok(uri) => *up.uri_mut() = uri,
-            Err(_) => answer!(
-                ProxyError::BadRequest("cannot build the upstream URI".into())
-                    .response(route_name, upstream_name)
-            ),
-        }
+        *up.uri_mut() = Uri::from(path_and_query.clone());
         pool.start_request(i);
         let result = tokio::time::timeout(timeout, pool.send(i, up)).await;
         pool.end_request(i);

@@ -263,17 +263,10 @@ async fn call(
         .pool
         .pick(&[])
         .map_err(|_| "no healthy instance of the shadow upstream".to_string())?;
-    let instance = &l.pool.instances[i];
-    let uri = Uri::builder()
-        .scheme(instance.scheme.clone())
-        .authority(instance.authority.clone())
-        .path_and_query(l.path_and_query.clone())
-        .build()
-        .map_err(|e| format!("cannot build the shadow URI: {e}"))?;
     let mut req = Request::new(body);
     *req.method_mut() = l.method.clone();
     *req.version_mut() = Version::HTTP_11;
-    *req.uri_mut() = uri;
+    *req.uri_mut() = Uri::from(l.path_and_query.clone());
     *req.headers_mut() = l.headers.clone();
     req.headers_mut()
         .insert(SHADOW_HEADER, HeaderValue::from_static("1"));

@@ -343,6 +343,16 @@ impl UpstreamPool {
         i: usize,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, SendError> {
+        // hyper's connection-level client writes the URI as given, and
+        // upstreams must see origin-form (`GET /path?q HTTP/1.1`).
+        if req.uri().authority().is_some() {
+            let origin = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(origin);
+        }
         let idle = &self.instances[i].idle;
         loop {
             let (mut conn, fresh) = match idle.pop() {

@@ -925,3 +925,47 @@ async fn a_second_signal_cuts_the_drain_short() {
     assert!(r.is_err(), "the cut-off request got an answer: {r:?}");
     a.open_gate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_get_origin_form_request_lines() {
+    let primary = support::RawBackend::start().await;
+    let shadow = support::RawBackend::start().await;
+    let cfg = format!(
+        r#"[upstreams.monolith]
+urls = ["{}"]
+health = {{ path = "/healthz?deep=1", interval = "50ms" }}
+[upstreams.orders]
+urls = ["{}"]
+[default]
+upstream = "monolith"
+[[routes]]
+name = "orders"
+match.path_prefix = "/api"
+split = {{ monolith = 100 }}
+shadow = {{ upstream = "orders" }}
+"#,
+        primary.url(),
+        shadow.url()
+    );
+    let proxy = Proxy::start(&cfg);
+    let c = client();
+    let r = get(&c, &proxy.url("/api/orders/7?x=1&y=%20z"), &[]).await;
+    assert_eq!(r.status, 200);
+    let shadow_lines = support::wait_until("the shadow request", || {
+        let l = shadow.request_lines();
+        (!l.is_empty()).then_some(l)
+    });
+    assert_eq!(shadow_lines, ["GET /api/orders/7?x=1&y=%20z HTTP/1.1"]);
+    let lines = support::wait_until("a health check", || {
+        let l = primary.request_lines();
+        l.iter().any(|l| l.contains("healthz")).then_some(l)
+    });
+    assert!(
+        lines.contains(&"GET /api/orders/7?x=1&y=%20z HTTP/1.1".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"GET /healthz?deep=1 HTTP/1.1".to_string()),
+        "{lines:?}"
+    );
+}
