@@ -565,17 +565,9 @@ async fn diffs_summary(shared: &Arc<Shared>) -> Result<Value, ControlError> {
         .filter(|r| r.shadow.is_some())
         .map(|r| r.name.clone())
         .collect();
-    let fields = {
-        let rt = rt.clone();
-        blocking(move || {
-            rt.pipeline
-                .store
-                .fields()
-                .map_err(|e| ControlError::Store(e.to_string()))
-        })
-        .await?
-    };
+    // Counts first: every comparison they include is in the aggregates.
     let counts = rt.counters().snapshot();
+    let fields = rt.pipeline.fields();
     let summary = strangler_shadow::summary::summarize(&counts, fields, &routes);
     Ok(json!({"routes": summary}))
 }

@@ -269,9 +269,9 @@ pub fn render(d: &Value, width: usize, colour: bool) -> String {
         match &side["body"] {
             Value::Null => lines.push(Line::new(
                 format!(
-                    "(body: {} bytes, sha256 {})",
+                    "(body: {} bytes, hash {})",
                     side["body_bytes"].as_u64().unwrap_or(0),
-                    cut(side["body_sha256"].as_str().unwrap_or(""), 16)
+                    cut(side["body_hash"].as_str().unwrap_or(""), 16)
                 ),
                 "#body",
                 body_paths.contains(""),

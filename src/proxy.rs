@@ -187,11 +187,11 @@ pub async fn handle(
         }
     }
     let mut primary_tx = None;
-    if let Some(p) = pending {
-        if let Some(tx) = p.body_tx {
-            request_body = TeeBody::request(request_body, p.max_body, tx);
+    if let Some(mut p) = pending {
+        if let Some(tx) = p.body_tx.take() {
+            request_body = TeeBody::request(request_body, p.max_body, p.key(), tx);
         }
-        primary_tx = Some((p.primary_tx, p.max_body));
+        primary_tx = Some(p);
     }
     // Headers are kept for a retry after sending only when one can happen.
     let retry_headers = (may_retry_sent && retries_left > 0).then(|| parts.headers.clone());
@@ -234,9 +234,19 @@ pub async fn handle(
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
                 let mut rbody = ProxyBody::Pooled(rbody);
-                if let Some((tx, cap)) = primary_tx.take() {
+                if let Some(p) = primary_tx.take() {
                     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-                    rbody = TeeBody::response(rbody, cap, tx, status, &rparts.headers, latency_ms);
+                    let runtime = p.runtime.clone();
+                    let key = runtime.pipeline.redactor.key();
+                    rbody = TeeBody::response(
+                        rbody,
+                        p.max_body,
+                        key,
+                        p.primary_tx,
+                        status,
+                        &rparts.headers,
+                        latency_ms,
+                    );
                 }
                 append_via(&mut rparts.headers, rparts.version);
                 rparts.version = client_version;

@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use strangler_rules::config::{Route, ShadowLimits};
 use strangler_rules::{Config, UpstreamId};
+use strangler_shadow::capture::HashKey;
 use strangler_shadow::pipeline::{CompareJob, DiffPipeline, ShadowAnswer};
 use strangler_shadow::{BodyCapture, Captured, Comparator, Counters, Outcome, RouteCounts};
 use tokio::sync::{Semaphore, oneshot};
@@ -152,6 +153,14 @@ pub struct Pending {
     pub body_tx: Option<oneshot::Sender<Option<Bytes>>>,
     pub primary_tx: oneshot::Sender<Captured>,
     pub max_body: usize,
+    pub runtime: Arc<ShadowRuntime>,
+}
+
+impl Pending {
+    /// The key for keyed hashes of long bodies.
+    pub fn key(&self) -> &HashKey {
+        self.runtime.pipeline.redactor.key()
+    }
 }
 
 /// Everything the shadow task needs, taken from the request before it is
@@ -189,6 +198,7 @@ pub fn launch(l: Launch) -> (Dispatch, Option<Pending>) {
     };
     let (primary_tx, primary_rx) = oneshot::channel();
     let time_ms = strangler_shadow::time::now_ms();
+    let runtime = l.runtime.clone();
     tokio::spawn(run(l, place, body_rx, primary_rx, time_ms));
     (
         Dispatch::Sent,
@@ -196,6 +206,7 @@ pub fn launch(l: Launch) -> (Dispatch, Option<Pending>) {
             body_tx,
             primary_tx,
             max_body,
+            runtime,
         }),
     )
 }
@@ -280,7 +291,7 @@ async fn call(
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (parts, mut body) = resp.into_parts();
-    let mut capture = BodyCapture::new(cap);
+    let mut capture = BodyCapture::new(cap, l.runtime.pipeline.redactor.key());
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("shadow body failed: {e}"))?;
         if let Some(data) = frame.data_ref() {
@@ -337,14 +348,20 @@ impl std::fmt::Debug for TeeBody {
 
 impl TeeBody {
     /// Tees a request body for the shadow request.
-    pub fn request(inner: ProxyBody, cap: usize, tx: oneshot::Sender<Option<Bytes>>) -> ProxyBody {
-        Self::wrap(inner, cap, TeeSink::Request(tx))
+    pub fn request(
+        inner: ProxyBody,
+        cap: usize,
+        key: &HashKey,
+        tx: oneshot::Sender<Option<Bytes>>,
+    ) -> ProxyBody {
+        Self::wrap(inner, BodyCapture::new(cap, key), TeeSink::Request(tx))
     }
 
     /// Tees the primary's response body for the comparison.
     pub fn response(
         inner: ProxyBody,
         cap: usize,
+        key: &HashKey,
         tx: oneshot::Sender<Captured>,
         status: u16,
         headers: &HeaderMap,
@@ -356,13 +373,13 @@ impl TeeBody {
             headers: header_list(headers),
             latency_ms,
         };
-        Self::wrap(inner, cap, sink)
+        Self::wrap(inner, BodyCapture::new(cap, key), sink)
     }
 
-    fn wrap(inner: ProxyBody, cap: usize, sink: TeeSink) -> ProxyBody {
+    fn wrap(inner: ProxyBody, capture: BodyCapture, sink: TeeSink) -> ProxyBody {
         let mut tee = TeeBody {
             inner,
-            capture: Some(BodyCapture::new(cap)),
+            capture: Some(capture),
             sink: Some(sink),
         };
         if tee.inner.is_end_stream() {
@@ -379,8 +396,8 @@ impl TeeBody {
         };
         match sink {
             TeeSink::Request(tx) => {
-                let (bytes, _, _, complete) = capture.finish();
-                let _ = tx.send(complete.then_some(bytes));
+                let (bytes, _, long) = capture.finish();
+                let _ = tx.send(long.is_none().then_some(bytes));
             }
             TeeSink::Response {
                 tx,

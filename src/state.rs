@@ -395,7 +395,8 @@ fn start_shadow(db: &sled::Db, config: &Config) -> Result<ShadowRuntime, Control
         Arc::new(store),
         Arc::new(Counters::default()),
         PipelineConfig {
-            queue: config.shadow.queue as usize,
+            // Every admitted shadow task may finish at once.
+            queue: (config.shadow.concurrency as usize + config.shadow.queue as usize).max(64),
             max_body_bytes: usize::try_from(config.store.max_body_bytes).unwrap_or(usize::MAX),
             decode_limit: max_request_body.saturating_mul(DECODE_FACTOR),
         },

@@ -1,8 +1,15 @@
-//! What the proxy keeps of an answer while it streams past: status, headers,
-//! the first `cap` bytes of the body and a SHA-256 of the whole body.
+//! What the proxy keeps of an answer while it streams past: status, headers
+//! and the first `cap` bytes of the body. A body longer than the cap is also
+//! hashed as it streams, with the run's keyed hash (HMAC-SHA256 under the
+//! in-memory redaction key), so two long bodies can still be compared and
+//! nothing stored can be matched against a guessed body. A body within the
+//! cap is hashed later, and only if a record needs it.
 
-use aws_lc_rs::digest;
+use aws_lc_rs::{digest, hmac};
 use bytes::{Bytes, BytesMut};
+
+/// The key of the run's keyed hashes (never written anywhere).
+pub use aws_lc_rs::hmac::Key as HashKey;
 
 /// One captured answer (primary or shadow).
 #[derive(Debug, Clone)]
@@ -14,19 +21,27 @@ pub struct Captured {
     pub body: Bytes,
     /// Length of the whole body.
     pub body_len: u64,
-    /// SHA-256 of the whole body, lower-case hex.
-    pub body_sha256: String,
-    /// The whole body fit under the cap.
-    pub complete: bool,
+    /// Keyed hash of the whole body when it was longer than the cap (the
+    /// prefix in `body` is not all of it); None when `body` is the whole.
+    pub long_body_hash: Option<String>,
     /// Time to response headers.
     pub latency_ms: f64,
 }
 
-/// Collects a body as it streams: the first `cap` bytes and a running hash.
+impl Captured {
+    /// The whole body fit under the cap.
+    pub fn complete(&self) -> bool {
+        self.long_body_hash.is_none()
+    }
+}
+
+/// Collects a body as it streams: the first `cap` bytes, and a keyed hash
+/// of the whole once it is longer than that.
 pub struct BodyCapture {
     cap: usize,
     buf: BytesMut,
-    hash: digest::Context,
+    key: hmac::Key,
+    hash: Option<hmac::Context>,
     len: u64,
 }
 
@@ -40,21 +55,32 @@ impl std::fmt::Debug for BodyCapture {
 }
 
 impl BodyCapture {
-    pub fn new(cap: usize) -> Self {
+    pub fn new(cap: usize, key: &hmac::Key) -> Self {
         BodyCapture {
             cap,
             buf: BytesMut::new(),
-            hash: digest::Context::new(&digest::SHA256),
+            key: key.clone(),
+            hash: None,
             len: 0,
         }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
         self.len += chunk.len() as u64;
-        self.hash.update(chunk);
-        let room = self.cap.saturating_sub(self.buf.len());
-        if room > 0 {
-            self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let take = self.cap.saturating_sub(self.buf.len()).min(chunk.len());
+        self.buf.extend_from_slice(&chunk[..take]);
+        match &mut self.hash {
+            // Hashing is on: every new byte goes in.
+            Some(h) => h.update(chunk),
+            // Past the cap for the first time: everything so far is the
+            // full prefix plus the rest of this chunk.
+            None if self.len > self.cap as u64 => {
+                let mut h = hmac::Context::with_key(&self.key);
+                h.update(&self.buf);
+                h.update(&chunk[take..]);
+                self.hash = Some(h);
+            }
+            None => {}
         }
     }
 
@@ -67,12 +93,11 @@ impl BodyCapture {
         self.len == 0
     }
 
-    /// The captured prefix, the whole length, its hash, and whether the
-    /// prefix is the whole body.
-    pub fn finish(self) -> (Bytes, u64, String, bool) {
-        let complete = self.len <= self.cap as u64;
-        let sha = hex(self.hash.finish().as_ref());
-        (self.buf.freeze(), self.len, sha, complete)
+    /// The captured prefix, the whole length, and the keyed hash of the
+    /// whole when the prefix is not all of it.
+    pub fn finish(self) -> (Bytes, u64, Option<String>) {
+        let hash = self.hash.map(|h| hex(h.sign().as_ref()));
+        (self.buf.freeze(), self.len, hash)
     }
 
     /// Builds the captured answer.
@@ -82,20 +107,24 @@ impl BodyCapture {
         headers: Vec<(String, String)>,
         latency_ms: f64,
     ) -> Captured {
-        let (body, body_len, body_sha256, complete) = self.finish();
+        let (body, body_len, long_body_hash) = self.finish();
         Captured {
             status,
             headers,
             body,
             body_len,
-            body_sha256,
-            complete,
+            long_body_hash,
             latency_ms,
         }
     }
 }
 
-/// SHA-256 of `data`, lower-case hex.
+/// Keyed hash of `data`, lower-case hex.
+pub fn keyed_hash(key: &hmac::Key, data: &[u8]) -> String {
+    hex(hmac::sign(key, data).as_ref())
+}
+
+/// Plain SHA-256 of `data`, lower-case hex (for tests that look for it).
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(digest::digest(&digest::SHA256, data).as_ref())
 }
@@ -116,18 +145,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn captures_a_prefix_and_hashes_the_whole() {
-        let mut c = BodyCapture::new(4);
+    fn captures_a_prefix_and_hashes_a_long_body_whole() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let mut c = BodyCapture::new(4, &key);
         c.push(b"abc");
         c.push(b"def");
-        let (prefix, len, sha, complete) = c.finish();
+        c.push(b"gh");
+        let (prefix, len, hash) = c.finish();
         assert_eq!(&prefix[..], b"abcd");
-        assert_eq!(len, 6);
-        assert!(!complete);
-        assert_eq!(sha, sha256_hex(b"abcdef"));
-        assert_eq!(
-            sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(len, 8);
+        assert_eq!(hash, Some(keyed_hash(&key, b"abcdefgh")));
+        // Crossing the cap exactly at a chunk boundary.
+        let mut c = BodyCapture::new(3, &key);
+        c.push(b"abc");
+        c.push(b"def");
+        assert_eq!(c.finish().2, Some(keyed_hash(&key, b"abcdef")));
+        // Within the cap: no hash yet.
+        let mut c = BodyCapture::new(8, &key);
+        c.push(b"abc");
+        assert_eq!(c.finish(), (Bytes::from_static(b"abc"), 3, None));
+        assert_ne!(keyed_hash(&key, b"x"), sha256_hex(b"x"));
     }
 }

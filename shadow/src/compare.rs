@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Number, Value, json};
 use strangler_rules::config::CompareSpec;
 
-use crate::capture::{Captured, sha256_hex};
+use crate::capture::Captured;
 use crate::pointer::{self, Pattern};
 use crate::redact::Redactor;
 
@@ -102,7 +102,8 @@ pub struct Prepared {
     pub headers: Vec<(String, String)>,
     pub body: Body,
     pub body_len: u64,
-    pub body_sha256: String,
+    /// Keyed hash of the whole body as sent (see [`crate::capture`]).
+    pub body_hash: String,
     pub latency_ms: f64,
     /// Why the body could not be decoded, if it could not.
     pub note: Option<String>,
@@ -155,7 +156,11 @@ impl Comparator {
         let mut headers = c.headers;
         redactor.headers(&mut headers, &self.redact_headers);
         let mut note = None;
-        let body = if !c.complete {
+        let body_hash = match &c.long_body_hash {
+            Some(h) => h.clone(),
+            None => redactor.hash(&c.body),
+        };
+        let body = if c.long_body_hash.is_some() {
             Body::Truncated
         } else if c.body.is_empty() {
             Body::Empty
@@ -186,10 +191,29 @@ impl Comparator {
             headers,
             body,
             body_len: c.body_len,
-            body_sha256: c.body_sha256,
+            body_hash,
             latency_ms: c.latency_ms,
             note,
         }
+    }
+
+    /// Whether the two raw answers are equal in everything compared, so
+    /// no decoding, parsing or redaction is needed: same status, the same
+    /// values of every compared header, and byte-equal bodies with the same
+    /// Content-Encoding. Anything these rules call equal, the full
+    /// comparison would too (ignore rules, unordered arrays and redaction
+    /// only ever make more things equal).
+    pub fn quick_match(&self, p: &Captured, s: &Captured) -> bool {
+        p.status == s.status
+            && p.body_len == s.body_len
+            && p.long_body_hash == s.long_body_hash
+            && p.body == s.body
+            && header_value(&p.headers, "content-encoding")
+                == header_value(&s.headers, "content-encoding")
+            && self
+                .headers
+                .iter()
+                .all(|h| header_value(&p.headers, h) == header_value(&s.headers, h))
     }
 
     /// Every difference between the two answers, the first
@@ -241,7 +265,7 @@ impl Comparator {
             }
             (Body::Text(a), Body::Text(b)) => text_diff(a, b, out),
             _ => {
-                if p.body_sha256 != s.body_sha256 || p.body != s.body {
+                if p.body_hash != s.body_hash || p.body != s.body {
                     out.push(Difference {
                         kind: Kind::Body,
                         path: String::new(),
@@ -485,7 +509,7 @@ fn body_digest(p: &Prepared) -> Value {
         }),
     );
     m.insert("bytes".into(), json!(p.body_len));
-    m.insert("sha256".into(), json!(p.body_sha256));
+    m.insert("hash".into(), json!(p.body_hash));
     Value::Object(m)
 }
 
@@ -602,11 +626,6 @@ pub fn stored_body(p: &Prepared, max: usize) -> (Value, bool) {
     (Value::String(text[..cut].to_string()), true)
 }
 
-/// SHA-256 hex of `data` (re-exported for records).
-pub fn hash(data: &[u8]) -> String {
-    sha256_hex(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,8 +646,7 @@ mod tests {
                 .collect(),
             body: Bytes::copy_from_slice(body),
             body_len: body.len() as u64,
-            body_sha256: sha256_hex(body),
-            complete: true,
+            long_body_hash: None,
             latency_ms: 1.0,
         }
     }
@@ -784,6 +802,16 @@ mod tests {
         assert_eq!(d[1].kind, Kind::Body);
         assert_eq!(d[1].path, "");
         assert_eq!(d[1].primary.as_ref().unwrap()["type"], "binary");
+        assert!(!cmp.quick_match(&a_bin(), &a_bin_other()));
+        assert!(cmp.quick_match(&a_bin(), &a_bin()));
+    }
+
+    fn a_bin() -> Captured {
+        answer(200, &[("content-type", "image/png")], &[0, 1])
+    }
+
+    fn a_bin_other() -> Captured {
+        answer(200, &[("content-type", "image/png")], &[0, 2])
     }
 
     #[test]

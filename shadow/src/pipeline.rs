@@ -1,12 +1,18 @@
-//! The diff pipeline: one thread, fed by a bounded queue, that prepares
-//! (decodes, redacts) and compares each shadowed request's two answers,
-//! counts the outcome and stores the mismatches. Diffing and sled writes
-//! never run on the proxy's runtime; when the queue is full the job is
-//! dropped and counted. The thread also persists the counters every second
-//! and applies the TTL every minute; `shutdown` drains the queue, saves
-//! and flushes.
+//! The diff pipeline: one thread that prepares (decodes, redacts) and
+//! compares each shadowed request's two answers, counts the outcome, keeps
+//! the per-field aggregates and stores mismatch records. Diffing and sled
+//! writes never run on the proxy's runtime.
+//!
+//! The proxy hands jobs over through a bounded queue without waking the
+//! thread (a full queue drops the job and counts `dropped`); the thread
+//! drains the queue every few milliseconds, so a busy proxy pays no
+//! context switch per job. Answers equal in everything compared take a
+//! quick path with no parsing at all. The thread persists counters and
+//! aggregates every second and applies the TTL every minute; `shutdown`
+//! finishes what is queued, saves and flushes.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,12 +20,20 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::capture::Captured;
-use crate::compare::Comparator;
+use crate::compare::{Comparator, Difference};
 use crate::counters::{Counters, Outcome, RouteCounts};
 use crate::record::{DiffRecord, Side};
 use crate::redact::Redactor;
-use crate::store::DiffStore;
+use crate::store::{DiffStore, EXAMPLES, FieldAgg};
 use crate::time::{now_ms, rfc3339_ms};
+
+/// How often the thread drains the queue.
+const DRAIN_EVERY: Duration = Duration::from_millis(5);
+
+/// Records written per route per second at most; past it only the
+/// aggregates count (a record is still written while one of its fields has
+/// fewer than [`EXAMPLES`] examples).
+pub const RECORDS_PER_SECOND: u32 = 100;
 
 /// What the shadow upstream did.
 #[derive(Debug)]
@@ -46,11 +60,6 @@ pub struct CompareJob {
     pub time_ms: u64,
 }
 
-enum Msg {
-    Job(Box<CompareJob>),
-    Stop,
-}
-
 /// Limits of the pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -61,110 +70,171 @@ pub struct PipelineConfig {
     pub decode_limit: usize,
 }
 
+type FieldKey = (String, String, String);
+
+/// State shared by the proxy, the admin API and the thread.
+#[derive(Debug)]
+struct Inner {
+    queue: Mutex<VecDeque<CompareJob>>,
+    capacity: usize,
+    stop: AtomicBool,
+    fields: Mutex<BTreeMap<FieldKey, FieldAgg>>,
+}
+
 /// Handle to the pipeline thread.
 #[derive(Debug)]
 pub struct DiffPipeline {
-    tx: SyncSender<Msg>,
+    inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
     pub counters: Arc<Counters>,
     pub store: Arc<dyn DiffStore>,
+    pub redactor: Arc<Redactor>,
 }
 
 impl DiffPipeline {
-    /// Restores the persisted counters and starts the thread.
+    /// Restores the persisted counters and aggregates and starts the thread.
     pub fn start(
         store: Arc<dyn DiffStore>,
         counters: Arc<Counters>,
         config: PipelineConfig,
     ) -> Result<Self, String> {
-        match store.load_counts() {
-            Ok(saved) => counters.restore(&saved),
-            Err(e) => return Err(e.to_string()),
-        }
-        let redactor = Redactor::new()?;
-        let (tx, rx) = sync_channel(config.queue.max(1));
+        counters.restore(&store.load_counts().map_err(|e| e.to_string())?);
+        let fields = store
+            .load_fields()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|f| ((f.route.clone(), f.kind.clone(), f.field.clone()), f))
+            .collect();
+        let redactor = Arc::new(Redactor::new()?);
+        let inner = Arc::new(Inner {
+            queue: Mutex::new(VecDeque::new()),
+            capacity: config.queue.max(1),
+            stop: AtomicBool::new(false),
+            fields: Mutex::new(fields),
+        });
         let worker = Worker {
-            rx,
+            inner: inner.clone(),
             store: store.clone(),
             counters: counters.clone(),
-            redactor,
+            redactor: redactor.clone(),
             config,
+            budget: BTreeMap::new(),
+            dirty: BTreeSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name("strangler-diff".into())
             .spawn(move || worker.run())
             .map_err(|e| format!("cannot start the diff thread: {e}"))?;
         Ok(DiffPipeline {
-            tx,
+            inner,
             thread: Mutex::new(Some(thread)),
             counters,
             store,
+            redactor,
         })
     }
 
-    /// Queues a comparison; a full queue drops it and counts `dropped`.
+    /// Queues a comparison; a full queue (or a stopped pipeline) drops it
+    /// and counts `dropped`.
     pub fn submit(&self, job: CompareJob) {
-        let counts = job.counts.clone();
-        match self.tx.try_send(Msg::Job(Box::new(job))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                counts.add(Outcome::Dropped)
-            }
+        let mut q = lock(&self.inner.queue);
+        if q.len() >= self.inner.capacity || self.inner.stop.load(Ordering::Relaxed) {
+            drop(q);
+            job.counts.add(Outcome::Dropped);
+            return;
         }
+        q.push_back(job);
     }
 
-    /// Finishes queued work, saves the counters, flushes the store and
-    /// stops the thread. Blocks; call it off the async runtime.
+    /// Every field aggregate, as of the last comparison.
+    pub fn fields(&self) -> Vec<FieldAgg> {
+        lock(&self.inner.fields).values().cloned().collect()
+    }
+
+    /// Finishes queued work, saves counters and aggregates, flushes the
+    /// store and stops the thread. Blocks; call it off the async runtime.
     pub fn shutdown(&self) {
-        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = lock(&self.thread).take();
         if let Some(handle) = handle {
-            let _ = self.tx.send(Msg::Stop);
+            self.inner.stop.store(true, Ordering::Relaxed);
+            handle.thread().unpark();
             let _ = handle.join();
         }
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Worker {
-    rx: Receiver<Msg>,
+    inner: Arc<Inner>,
     store: Arc<dyn DiffStore>,
     counters: Arc<Counters>,
-    redactor: Redactor,
+    redactor: Arc<Redactor>,
     config: PipelineConfig,
+    /// Per route: the second and how many records were written in it.
+    budget: BTreeMap<String, (u64, u32)>,
+    /// Aggregates changed since the last save.
+    dirty: BTreeSet<FieldKey>,
 }
 
 impl Worker {
-    fn run(self) {
+    fn run(mut self) {
         let mut saved = self.counters.snapshot();
+        let mut last_save = Instant::now();
         let mut last_expiry = Instant::now();
         self.expire();
         loop {
-            match self.rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(Msg::Job(job)) => self.process(*job),
-                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+            let stopping = self.inner.stop.load(Ordering::Relaxed);
+            let batch: Vec<CompareJob> = lock(&self.inner.queue).drain(..).collect();
+            for job in batch {
+                self.process(job);
             }
-            let now = self.counters.snapshot();
-            if now != saved {
-                if let Err(e) = self.store.save_counts(&now) {
-                    tracing::error!("cannot save shadow counters: {e}");
-                }
-                saved = now;
+            if stopping {
+                break;
+            }
+            if last_save.elapsed() >= Duration::from_secs(1) {
+                saved = self.save(saved);
+                last_save = Instant::now();
             }
             if last_expiry.elapsed() >= Duration::from_secs(60) {
                 self.expire();
                 last_expiry = Instant::now();
             }
+            std::thread::park_timeout(DRAIN_EVERY);
         }
-        // Whatever is still queued was accepted: finish it.
-        while let Ok(Msg::Job(job)) = self.rx.try_recv() {
-            self.process(*job);
-        }
-        if let Err(e) = self.store.save_counts(&self.counters.snapshot()) {
-            tracing::error!("cannot save shadow counters: {e}");
-        }
+        self.save(BTreeMap::new());
         if let Err(e) = self.store.flush() {
             tracing::error!("cannot flush the diff store: {e}");
         }
+    }
+
+    /// Saves changed counters and aggregates; returns what is saved.
+    fn save(
+        &mut self,
+        saved: BTreeMap<String, crate::counters::CountSnapshot>,
+    ) -> BTreeMap<String, crate::counters::CountSnapshot> {
+        let now = self.counters.snapshot();
+        if now != saved
+            && let Err(e) = self.store.save_counts(&now)
+        {
+            tracing::error!("cannot save shadow counters: {e}");
+        }
+        if !self.dirty.is_empty() {
+            let changed: Vec<FieldAgg> = {
+                let fields = lock(&self.inner.fields);
+                self.dirty
+                    .iter()
+                    .filter_map(|k| fields.get(k).cloned())
+                    .collect()
+            };
+            self.dirty.clear();
+            if let Err(e) = self.store.save_fields(&changed) {
+                tracing::error!("cannot save diff aggregates: {e}");
+            }
+        }
+        now
     }
 
     fn expire(&self) {
@@ -173,13 +243,22 @@ impl Worker {
         }
     }
 
-    fn process(&self, job: CompareJob) {
-        let cmp = &job.comparator;
+    fn process(&mut self, job: CompareJob) {
+        let cmp = job.comparator.clone();
+        if let ShadowAnswer::Answered(s) = &job.shadow
+            && cmp.quick_match(&job.primary, s)
+        {
+            job.counts
+                .observe_delta(s.latency_ms - job.primary.latency_ms);
+            job.counts.add(Outcome::Match);
+            return;
+        }
         let cap = self.config.max_body_bytes;
-        let primary = cmp.prepare(job.primary, &self.redactor, self.config.decode_limit);
+        let limit = self.config.decode_limit;
+        let primary = cmp.prepare(job.primary, &self.redactor, limit);
         let (outcome, shadow_side, differences, total) = match job.shadow {
             ShadowAnswer::Answered(c) => {
-                let shadow = cmp.prepare(c, &self.redactor, self.config.decode_limit);
+                let shadow = cmp.prepare(c, &self.redactor, limit);
                 job.counts
                     .observe_delta(shadow.latency_ms - primary.latency_ms);
                 let (diffs, total) = cmp.compare(&primary, &shadow);
@@ -210,24 +289,94 @@ impl Worker {
                 0,
             ),
         };
-        job.counts.add(outcome);
         if outcome == Outcome::Match {
+            job.counts.add(outcome);
             return;
         }
-        let record = DiffRecord {
-            id: Uuid::now_v7().to_string(),
-            time: rfc3339_ms(job.time_ms),
-            route: job.route,
-            method: job.method,
-            path: job.path,
-            primary: Side::answered(&job.primary_upstream, &primary, cap),
-            shadow: shadow_side,
-            differences,
-            differences_total: total,
-            outcome,
+        let id = Uuid::now_v7().to_string();
+        let write = self.should_write(&job.route, &differences, job.time_ms);
+        self.aggregate(&job.route, &differences, job.time_ms, write.then_some(&id));
+        if write {
+            let record = DiffRecord {
+                id,
+                time: rfc3339_ms(job.time_ms),
+                route: job.route,
+                method: job.method,
+                path: job.path,
+                primary: Side::answered(&job.primary_upstream, &primary, cap),
+                shadow: shadow_side,
+                differences,
+                differences_total: total,
+                outcome,
+            };
+            if let Err(e) = self.store.put(&record) {
+                tracing::error!("cannot store a diff: {e}");
+            }
+        }
+        // Counted last: whoever sees the count sees the aggregates too.
+        job.counts.add(outcome);
+    }
+
+    /// Within the route's records-per-second budget, or a field still
+    /// short of examples.
+    fn should_write(&mut self, route: &str, diffs: &[Difference], time_ms: u64) -> bool {
+        let second = time_ms / 1000;
+        let slot = self.budget.entry(route.to_string()).or_insert((second, 0));
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        let needed = {
+            let fields = lock(&self.inner.fields);
+            diffs.iter().any(|d| {
+                fields
+                    .get(&(
+                        route.to_string(),
+                        d.kind.as_str().to_string(),
+                        d.field.clone(),
+                    ))
+                    .is_none_or(|f| f.examples.len() < EXAMPLES)
+            })
         };
-        if let Err(e) = self.store.put(&record, job.time_ms) {
-            tracing::error!("cannot store a diff: {e}");
+        if slot.1 < RECORDS_PER_SECOND || needed {
+            slot.1 += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts each differing field once per record.
+    fn aggregate(&mut self, route: &str, diffs: &[Difference], time_ms: u64, id: Option<&String>) {
+        let keys: BTreeSet<FieldKey> = diffs
+            .iter()
+            .map(|d| {
+                (
+                    route.to_string(),
+                    d.kind.as_str().to_string(),
+                    d.field.clone(),
+                )
+            })
+            .collect();
+        let mut fields = lock(&self.inner.fields);
+        for key in keys {
+            let agg = fields.entry(key.clone()).or_insert_with(|| FieldAgg {
+                route: key.0.clone(),
+                kind: key.1.clone(),
+                field: key.2.clone(),
+                count: 0,
+                first_seen_ms: time_ms,
+                last_seen_ms: time_ms,
+                examples: Vec::new(),
+            });
+            agg.count += 1;
+            agg.last_seen_ms = agg.last_seen_ms.max(time_ms);
+            if let Some(id) = id {
+                agg.examples.push(id.clone());
+                if agg.examples.len() > EXAMPLES {
+                    agg.examples.remove(0);
+                }
+            }
+            self.dirty.insert(key);
         }
     }
 }

@@ -23,8 +23,10 @@ pub struct Side {
     pub body: Value,
     /// Length of the whole body as sent.
     pub body_bytes: u64,
-    /// SHA-256 of the whole body as sent.
-    pub body_sha256: String,
+    /// Keyed hash of the whole body as sent: HMAC-SHA256 under the run's
+    /// in-memory key, so equal bodies of one run hash equal and nothing
+    /// stored can be matched against a guessed body.
+    pub body_hash: String,
     /// `body` is not the whole body.
     pub body_truncated: bool,
     /// Why the shadow has no answer, or why the body was not compared.
@@ -52,7 +54,7 @@ impl Side {
             headers,
             body,
             body_bytes: p.body_len,
-            body_sha256: p.body_sha256.clone(),
+            body_hash: p.body_hash.clone(),
             body_truncated,
             note: p.note.clone(),
         }
@@ -66,7 +68,7 @@ impl Side {
             headers: BTreeMap::new(),
             body: Value::Null,
             body_bytes: 0,
-            body_sha256: String::new(),
+            body_hash: String::new(),
             body_truncated: false,
             note: Some(why),
         }

@@ -40,6 +40,16 @@ impl Redactor {
         })
     }
 
+    /// The in-memory key, for keyed hashes of bodies.
+    pub fn key(&self) -> &hmac::Key {
+        &self.key
+    }
+
+    /// Keyed hash of a whole body, lower-case hex.
+    pub fn hash(&self, data: &[u8]) -> String {
+        crate::capture::keyed_hash(&self.key, data)
+    }
+
     /// The stand-in for a secret value.
     pub fn token(&self, secret: &[u8]) -> String {
         let tag = hmac::sign(&self.key, secret);

@@ -6,9 +6,10 @@
 //! kind, NUL, field -> [`FieldAgg`]) and `shadow_counts` (route ->
 //! [`CountSnapshot`]). Retention: at most `max_diffs` records and none older
 //! than `diff_ttl`; aggregates and counters keep counting. Only the pipeline
-//! thread writes; the admin API reads concurrently.
+//! thread writes (aggregates and counters are kept in memory and saved every
+//! second); the admin API reads records concurrently.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -45,9 +46,8 @@ pub struct FieldAgg {
 
 /// Where diffs live.
 pub trait DiffStore: Send + Sync + std::fmt::Debug {
-    /// Stores a record, indexes it, updates its fields' aggregates and
-    /// applies the record bound.
-    fn put(&self, rec: &DiffRecord, time_ms: u64) -> Result<(), StoreError>;
+    /// Stores a record, indexes it and applies the record bound.
+    fn put(&self, rec: &DiffRecord) -> Result<(), StoreError>;
     fn get(&self, id: &str) -> Result<Option<DiffRecord>, StoreError>;
     /// Newest first, optionally of one route, optionally older than `before`.
     fn list(
@@ -56,8 +56,10 @@ pub trait DiffStore: Send + Sync + std::fmt::Debug {
         limit: usize,
         before: Option<&str>,
     ) -> Result<Vec<DiffRecord>, StoreError>;
-    /// Every field aggregate.
-    fn fields(&self) -> Result<Vec<FieldAgg>, StoreError>;
+    /// Every saved field aggregate.
+    fn load_fields(&self) -> Result<Vec<FieldAgg>, StoreError>;
+    /// Saves (replaces) these aggregates.
+    fn save_fields(&self, fields: &[FieldAgg]) -> Result<(), StoreError>;
     fn load_counts(&self) -> Result<BTreeMap<String, CountSnapshot>, StoreError>;
     fn save_counts(&self, counts: &BTreeMap<String, CountSnapshot>) -> Result<(), StoreError>;
     /// Drops records older than the TTL; returns how many.
@@ -131,7 +133,7 @@ fn id_bytes(id: &str) -> Option<[u8; 16]> {
 }
 
 impl DiffStore for SledDiffStore {
-    fn put(&self, rec: &DiffRecord, time_ms: u64) -> Result<(), StoreError> {
+    fn put(&self, rec: &DiffRecord) -> Result<(), StoreError> {
         let Some(id) = id_bytes(&rec.id) else {
             return Err(StoreError::Corrupt(format!(
                 "record id {} is not a UUID",
@@ -143,43 +145,6 @@ impl DiffStore for SledDiffStore {
         self.held.fetch_add(1, Relaxed);
         self.by_route
             .insert(Self::route_key(&rec.route, &id), &[])?;
-        let fields: BTreeSet<(&str, &str)> = rec
-            .differences
-            .iter()
-            .map(|d| (d.kind.as_str(), d.field.as_str()))
-            .collect();
-        for (kind, field) in fields {
-            let key = [
-                rec.route.as_bytes(),
-                &[0],
-                kind.as_bytes(),
-                &[0],
-                field.as_bytes(),
-            ]
-            .concat();
-            let mut agg = match self.fields.get(&key)? {
-                Some(v) => {
-                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?
-                }
-                None => FieldAgg {
-                    route: rec.route.clone(),
-                    kind: kind.to_string(),
-                    field: field.to_string(),
-                    count: 0,
-                    first_seen_ms: time_ms,
-                    last_seen_ms: time_ms,
-                    examples: Vec::new(),
-                },
-            };
-            agg.count += 1;
-            agg.last_seen_ms = time_ms;
-            agg.examples.push(rec.id.clone());
-            if agg.examples.len() > EXAMPLES {
-                agg.examples.remove(0);
-            }
-            let v = serde_json::to_vec(&agg).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.fields.insert(key, v)?;
-        }
         while self.held.load(Relaxed) > self.max_diffs {
             if !self.drop_oldest()? {
                 break;
@@ -240,7 +205,7 @@ impl DiffStore for SledDiffStore {
         Ok(out)
     }
 
-    fn fields(&self) -> Result<Vec<FieldAgg>, StoreError> {
+    fn load_fields(&self) -> Result<Vec<FieldAgg>, StoreError> {
         self.fields
             .iter()
             .map(|item| {
@@ -248,6 +213,22 @@ impl DiffStore for SledDiffStore {
                 serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect()
+    }
+
+    fn save_fields(&self, fields: &[FieldAgg]) -> Result<(), StoreError> {
+        for f in fields {
+            let key = [
+                f.route.as_bytes(),
+                &[0],
+                f.kind.as_bytes(),
+                &[0],
+                f.field.as_bytes(),
+            ]
+            .concat();
+            let v = serde_json::to_vec(f).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.fields.insert(key, v)?;
+        }
+        Ok(())
     }
 
     fn load_counts(&self) -> Result<BTreeMap<String, CountSnapshot>, StoreError> {
@@ -350,7 +331,7 @@ mod tests {
         for i in 0..8 {
             let rec = record(if i % 2 == 0 { "a" } else { "b" });
             ids.push(rec.id.clone());
-            store.put(&rec, 1000 + i).unwrap();
+            store.put(&rec).unwrap();
         }
         assert_eq!(store.len(), 5);
         assert!(store.get(&ids[0]).unwrap().is_none());
@@ -365,12 +346,18 @@ mod tests {
         );
         let older = store.list(None, 2, Some(&ids[6])).unwrap();
         assert_eq!(older[0].id, ids[5]);
-        // Aggregates keep counting past retention; one line per field per record.
-        let fields = store.fields().unwrap();
-        let fa = fields.iter().find(|f| f.route == "a").unwrap();
-        assert_eq!(fa.field, "/items/*/total");
-        assert_eq!(fa.count, 4);
-        assert_eq!((fa.first_seen_ms, fa.last_seen_ms), (1000, 1006));
+        // Aggregates are saved and loaded whole.
+        let agg = FieldAgg {
+            route: "a".into(),
+            kind: "body".into(),
+            field: "/items/*/total".into(),
+            count: 4,
+            first_seen_ms: 1000,
+            last_seen_ms: 1006,
+            examples: vec![ids[6].clone()],
+        };
+        store.save_fields(std::slice::from_ref(&agg)).unwrap();
+        assert_eq!(store.load_fields().unwrap(), [agg]);
         // TTL.
         let ttl = SledDiffStore::open(&db, 100, Duration::from_secs(1)).unwrap();
         assert_eq!(ttl.expire(super::super::time::now_ms() + 5_000).unwrap(), 5);
