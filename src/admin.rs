@@ -199,7 +199,7 @@ async fn handle(
         (&Method::GET, ["api", "v1", "status"]) => Ok(status(shared)),
         (&Method::GET, ["api", "v1", "history"]) => history(shared, &query),
         (&Method::GET, ["api", "v1", "diffs"]) => diffs_list(shared, &query).await,
-        (&Method::GET, ["api", "v1", "diffs", "summary"]) => diffs_summary(shared).await,
+        (&Method::GET, ["api", "v1", "diffs", "summary"]) => diffs_summary(shared, &query).await,
         (&Method::GET, ["api", "v1", "diffs", id]) => diff_get(shared, id).await,
         (&Method::POST, ["api", "v1", "reload"]) => match shared.reload(&actor).await {
             Ok(v) => Ok(json!({"version": v})),
@@ -435,21 +435,34 @@ async fn set_shadow(
     if let Some(p) = percent {
         control::percent_bp(p)?;
     }
-    let reason = or_default(
-        reason,
-        &format!("shadow {}", if enabled { "on" } else { "off" }),
-    );
-    let has_shadow = shared
-        .live
-        .load()
-        .config()
-        .route(name)
-        .map(|r| r.shadow.is_some());
-    if enabled && has_shadow == Some(false) {
+    let live = shared.live.load_full();
+    let route = live.config().route(name);
+    if enabled && route.is_some_and(|r| r.shadow.is_none()) {
         return Err(ControlError::Invalid(format!(
             "route \"{name}\" has no shadow upstream in the config; add shadow = {{ upstream = \"...\" }}"
         )));
     }
+    // Without a percent, the one in force stays (an override's, else the file's).
+    let percent = percent.or_else(|| {
+        live.layer
+            .routes
+            .get(name)
+            .and_then(|o| o.shadow.as_ref())
+            .and_then(|s| s.percent)
+    });
+    let shown = percent.or_else(|| {
+        route
+            .and_then(|r| r.shadow.as_ref())
+            .map(|s| f64::from(s.percent_bp) / 100.0)
+    });
+    let reason = or_default(
+        reason,
+        &match (enabled, shown) {
+            (true, Some(p)) => format!("shadow on ({p}%)"),
+            (true, None) => "shadow on".to_string(),
+            (false, _) => "shadow off".to_string(),
+        },
+    );
     route_change(shared, actor, &reason, if_match, name, move |_, o| {
         o.shadow = Some(ShadowOverride { enabled, percent });
         Ok(())
@@ -520,6 +533,16 @@ async fn diffs_list(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlE
             _ => {}
         }
     }
+    if let Some(r) = &route {
+        known_route(shared, &rt, r)?;
+    }
+    if let Some(b) = &before
+        && !looks_like_id(b)
+    {
+        return Err(ControlError::Invalid(format!(
+            "invalid before \"{b}\": give a diff id"
+        )));
+    }
     let records = blocking(move || {
         rt.pipeline
             .store
@@ -530,12 +553,37 @@ async fn diffs_list(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlE
     Ok(json!({"diffs": records}))
 }
 
+/// A route the config has, or one with shadow counts (a route removed
+/// from the file keeps its diffs).
+fn known_route(shared: &Arc<Shared>, rt: &ShadowRuntime, name: &str) -> Result<(), ControlError> {
+    let in_config = shared.live.load().config().route(name).is_some();
+    if in_config || rt.counters().snapshot().contains_key(name) {
+        Ok(())
+    } else {
+        Err(ControlError::UnknownRoute(name.to_string()))
+    }
+}
+
+/// A diff id: a UUID in its usual text form.
+pub fn looks_like_id(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 /// The largest page of diffs one request returns.
 const MAX_DIFFS_PAGE: usize = 1000;
 
 /// `GET /api/v1/diffs/{id}`.
 async fn diff_get(shared: &Arc<Shared>, id: &str) -> Result<Value, ControlError> {
     let rt = shadow_runtime(shared)?;
+    if !looks_like_id(id) {
+        return Err(ControlError::Invalid(format!(
+            "invalid diff id \"{id}\": ids look like 01a218b9-7c93-73d3-9f6f-0803d437f98b"
+        )));
+    }
     let id = id.to_string();
     let found = {
         let id = id.clone();
@@ -555,8 +603,17 @@ async fn diff_get(shared: &Arc<Shared>, id: &str) -> Result<Value, ControlError>
 
 /// `GET /api/v1/diffs/summary`: per route, outcome counts and differing
 /// fields with their rates.
-async fn diffs_summary(shared: &Arc<Shared>) -> Result<Value, ControlError> {
+async fn diffs_summary(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlError> {
     let rt = shadow_runtime(shared)?;
+    let only = query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == "route")
+        .map(|(_, v)| strangler_rules::matcher::form_decode(v).into_owned())
+        .filter(|v| !v.is_empty());
+    if let Some(r) = &only {
+        known_route(shared, &rt, r)?;
+    }
     let live = shared.live.load_full();
     let routes: Vec<String> = live
         .config()
@@ -568,7 +625,10 @@ async fn diffs_summary(shared: &Arc<Shared>) -> Result<Value, ControlError> {
     // Counts first: every comparison they include is in the aggregates.
     let counts = rt.counters().snapshot();
     let fields = rt.pipeline.fields();
-    let summary = strangler_shadow::summary::summarize(&counts, fields, &routes);
+    let mut summary = strangler_shadow::summary::summarize(&counts, fields, &routes);
+    if let Some(r) = &only {
+        summary.retain(|s| &s.route == r);
+    }
     Ok(json!({"routes": summary}))
 }
 
@@ -590,10 +650,13 @@ pub fn status(shared: &Arc<Shared>) -> Value {
             let overridden = live.layer.routes.get(&r.name);
             let shadow_override = overridden.and_then(|o| o.shadow.as_ref());
             let shadow = r.shadow.as_ref().map(|s| {
+                let file_percent = f64::from(s.percent_bp) / 100.0;
                 json!({
                     "enabled": shadow_override.is_none_or(|o| o.enabled),
                     "upstream": config.upstream(s.upstream).name,
-                    "percent": shadow_override.and_then(|o| o.percent).unwrap_or(f64::from(s.percent_bp) / 100.0),
+                    "percent": shadow_override.and_then(|o| o.percent).unwrap_or(file_percent),
+                    "override": shadow_override.is_some(),
+                    "file": {"enabled": true, "percent": file_percent},
                 })
             });
             let mut upstreams = serde_json::Map::new();
@@ -601,7 +664,11 @@ pub fn status(shared: &Arc<Shared>) -> Value {
             for (u, cell) in config.upstreams.iter().zip(&live.cells[i + 1]) {
                 let snap = cell.snapshot();
                 requests += snap.requests;
-                if split.weight_of(config.upstream_id(&u.name).unwrap_or(strangler_rules::UpstreamId(0))) > 0
+                if split.weight_of(
+                    config
+                        .upstream_id(&u.name)
+                        .unwrap_or(strangler_rules::UpstreamId(0)),
+                ) > 0
                     || snap.requests > 0
                 {
                     upstreams.insert(u.name.clone(), json!(snap));

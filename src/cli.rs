@@ -190,7 +190,23 @@ pub fn main() -> ExitCode {
                 _ => {
                     // One line: clap's first line, without its usage block.
                     let rendered = e.render().to_string();
-                    let first = rendered.lines().next().unwrap_or("invalid arguments");
+                    let mut first = rendered
+                        .lines()
+                        .next()
+                        .unwrap_or("invalid arguments")
+                        .trim_end()
+                        .to_string();
+                    // "required arguments were not provided:" lists them on
+                    // the next lines: keep them on this one.
+                    if first.ends_with(':') {
+                        let missing: Vec<&str> = rendered
+                            .lines()
+                            .skip(1)
+                            .take_while(|l| !l.trim().is_empty())
+                            .map(str::trim)
+                            .collect();
+                        first = format!("{first} {}", missing.join(" "));
+                    }
                     eprintln!("{first} (see strangler --help)");
                     return ExitCode::from(1);
                 }

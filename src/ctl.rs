@@ -250,15 +250,26 @@ pub fn status(c: &AdminClient, as_json: bool) -> ExitCode {
                 }
             );
             if let Some(s) = r["shadow"].as_object() {
+                let file = &s.get("file").cloned().unwrap_or_default();
                 println!(
-                    "  shadow  {} to {} ({}%)",
+                    "  shadow  {} to {} ({}%){}   mismatch {:.1}% of {} compared",
                     if s.get("enabled").and_then(Value::as_bool).unwrap_or(false) {
                         "on"
                     } else {
                         "off"
                     },
                     s.get("upstream").and_then(Value::as_str).unwrap_or(""),
-                    s.get("percent").and_then(Value::as_f64).unwrap_or(0.0)
+                    s.get("percent").and_then(Value::as_f64).unwrap_or(0.0),
+                    if s.get("override").and_then(Value::as_bool) == Some(true) {
+                        format!(
+                            "   (override; file: on, {}%)",
+                            file["percent"].as_f64().unwrap_or(0.0)
+                        )
+                    } else {
+                        String::new()
+                    },
+                    r["mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                    r["shadow_compared"].as_u64().unwrap_or(0)
                 );
             }
             if let Some(ups) = r["upstreams"].as_object() {

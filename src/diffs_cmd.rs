@@ -31,6 +31,9 @@ fn query_value(s: &str) -> String {
     out
 }
 
+/// Field rows shown per route; the API has them all.
+const MAX_FIELD_ROWS: usize = 20;
+
 /// `strangler diffs [--route R] [--limit N] [--json]`.
 pub fn list(c: &AdminClient, route: Option<&str>, limit: usize, as_json: bool) -> ExitCode {
     let mut path = format!("/api/v1/diffs?limit={limit}");
@@ -48,7 +51,11 @@ pub fn list(c: &AdminClient, route: Option<&str>, limit: usize, as_json: bool) -
         );
         return ExitCode::SUCCESS;
     }
-    let summary = match c.call(Method::GET, "/api/v1/diffs/summary", None) {
+    let summary_path = match route {
+        Some(r) => format!("/api/v1/diffs/summary?route={}", query_value(r)),
+        None => "/api/v1/diffs/summary".to_string(),
+    };
+    let summary = match c.call(Method::GET, &summary_path, None) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -90,7 +97,8 @@ pub fn list(c: &AdminClient, route: Option<&str>, limit: usize, as_json: bool) -
         if !skipped.is_empty() {
             println!("  not compared: {}", skipped.join(", "));
         }
-        let fields = r["fields"].as_array().unwrap_or(&empty);
+        let all_fields = r["fields"].as_array().unwrap_or(&empty);
+        let fields = &all_fields[..all_fields.len().min(MAX_FIELD_ROWS)];
         if !fields.is_empty() {
             println!(
                 "  {:<36} {:<7} {:>7} {:>7}  LAST SEEN",
@@ -105,6 +113,12 @@ pub fn list(c: &AdminClient, route: Option<&str>, limit: usize, as_json: bool) -
                     f["count"].as_u64().unwrap_or(0),
                     f["raw_rate"].as_f64().unwrap_or(0.0) * 100.0,
                     f["last_seen"].as_str().unwrap_or("")
+                );
+            }
+            if all_fields.len() > fields.len() {
+                println!(
+                    "  ... and {} more fields (strangler diffs --json, or GET /api/v1/diffs/summary)",
+                    all_fields.len() - fields.len()
                 );
             }
         }
@@ -155,7 +169,16 @@ fn first_difference(d: &Value) -> String {
 
 /// `kind path: primary -> shadow`.
 fn describe(diff: &Value) -> String {
-    let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), |v| cut(&v.to_string(), 40));
+    let show = |v: Option<&Value>| match v {
+        None => "(absent)".to_string(),
+        // A whole body compared by hash: what it is, not the JSON of it.
+        Some(Value::Object(m)) if m.contains_key("hash") && m.contains_key("bytes") => format!(
+            "{} body of {} bytes",
+            m.get("type").and_then(Value::as_str).unwrap_or(""),
+            m.get("bytes").and_then(Value::as_u64).unwrap_or(0)
+        ),
+        Some(v) => cut(&v.to_string(), 40),
+    };
     let path = diff["path"].as_str().unwrap_or("");
     let kind = diff["kind"].as_str().unwrap_or("");
     let place = if path.is_empty() {
@@ -181,11 +204,13 @@ fn cut(s: &str, n: usize) -> String {
 
 /// `strangler diffs show ID [--json]`.
 pub fn show(c: &AdminClient, id: &str, as_json: bool) -> ExitCode {
-    let d = match c.call(
-        Method::GET,
-        &format!("/api/v1/diffs/{}", query_value(id)),
-        None,
-    ) {
+    if !crate::admin::looks_like_id(id) {
+        eprintln!(
+            "invalid diff id \"{id}\": ids look like 01a218b9-7c93-73d3-9f6f-0803d437f98b (see strangler diffs)"
+        );
+        return ExitCode::from(1);
+    }
+    let d = match c.call(Method::GET, &format!("/api/v1/diffs/{id}"), None) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -197,7 +222,12 @@ pub fn show(c: &AdminClient, id: &str, as_json: bool) -> ExitCode {
     let width = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse::<usize>().ok())
-        .unwrap_or(120)
+        // Piped output has no screen to fit: keep long values readable.
+        .unwrap_or(if std::io::stdout().is_terminal() {
+            120
+        } else {
+            200
+        })
         .max(60);
     print!("{}", render(&d, width, colour));
     ExitCode::SUCCESS
@@ -221,7 +251,18 @@ pub fn render(d: &Value, width: usize, colour: bool) -> String {
     let total = d["differences_total"]
         .as_u64()
         .unwrap_or(diffs.len() as u64);
-    out.push_str(&format!("\n{total} difference(s):\n"));
+    if diffs.is_empty() {
+        // A shadow that never answered: say why instead of "0 differences".
+        let why = d["shadow"]["note"].as_str().unwrap_or("no answer");
+        out.push_str(&format!("\nthe shadow did not answer: {why}\n"));
+    } else {
+        let noun = if total == 1 {
+            "difference"
+        } else {
+            "differences"
+        };
+        out.push_str(&format!("\n{total} {noun}:\n"));
+    }
     for diff in diffs {
         out.push_str(&format!("  {}\n", describe(diff)));
     }
@@ -397,31 +438,44 @@ fn pretty_json(
     key: Option<&str>,
     out: &mut Vec<(String, String)>,
 ) {
+    pretty_value(v, path, indent, key, false, out);
+}
+
+/// One value; `comma` when more follow in its parent.
+fn pretty_value(
+    v: &Value,
+    path: &mut Vec<String>,
+    indent: usize,
+    key: Option<&str>,
+    comma: bool,
+    out: &mut Vec<(String, String)>,
+) {
     let pad = "  ".repeat(indent);
     let label = key
         .map(|k| format!("{}: ", Value::String(k.to_string())))
         .unwrap_or_default();
+    let end = if comma { "," } else { "" };
     let ptr = pointer(path);
     match v {
         Value::Object(m) if !m.is_empty() => {
             out.push((format!("{pad}{label}{{"), ptr.clone()));
-            for (k, x) in m {
+            for (i, (k, x)) in m.iter().enumerate() {
                 path.push(k.clone());
-                pretty_json(x, path, indent + 1, Some(k), out);
+                pretty_value(x, path, indent + 1, Some(k), i + 1 < m.len(), out);
                 path.pop();
             }
-            out.push((format!("{pad}}}"), ptr));
+            out.push((format!("{pad}}}{end}"), ptr));
         }
         Value::Array(items) if !items.is_empty() => {
             out.push((format!("{pad}{label}["), ptr.clone()));
             for (i, x) in items.iter().enumerate() {
                 path.push(i.to_string());
-                pretty_json(x, path, indent + 1, None, out);
+                pretty_value(x, path, indent + 1, None, i + 1 < items.len(), out);
                 path.pop();
             }
-            out.push((format!("{pad}]"), ptr));
+            out.push((format!("{pad}]{end}"), ptr));
         }
-        other => out.push((format!("{pad}{label}{other}"), ptr)),
+        other => out.push((format!("{pad}{label}{other}{end}"), ptr)),
     }
 }
 

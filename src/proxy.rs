@@ -338,7 +338,7 @@ fn finish(
             status,
             route = route.unwrap_or("-"),
             upstream = upstream.unwrap_or("-"),
-            latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = (start.elapsed().as_micros() as f64) / 1000.0,
             client = %client,
             shadow = shadow.as_str(),
         );

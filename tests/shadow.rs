@@ -376,10 +376,38 @@ compare.unordered_arrays = ["/items"]"#;
     let out = proxy.cli(&["diffs", "show", "not-an-id"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
+        text(&out.stderr).contains("invalid diff id"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = proxy.cli(&["diffs", "show", "01a218b9-7c93-73d3-9f6f-0803d437f98b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
         text(&out.stderr).contains("no diff"),
         "{}",
         text(&out.stderr)
     );
+    let out = proxy.cli(&["diffs", "--route", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown route"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Bad input to the API gets a 4xx and a JSON error.
+    for (path, status) in [
+        ("/api/v1/diffs?route=nope", 404),
+        ("/api/v1/diffs/summary?route=nope", 404),
+        ("/api/v1/diffs?before=nope", 400),
+        ("/api/v1/diffs?limit=0", 400),
+        ("/api/v1/diffs/summary/extra", 404),
+    ] {
+        let r = get(&c, &format!("{}{path}", proxy.admin_url()), &[]).await;
+        assert_eq!(r.status, status, "{path}: {}", text(&r.body));
+        assert!(r.json()["error"].is_string());
+    }
+    let only = admin_json(&proxy, "/api/v1/diffs/summary?route=orders").await;
+    assert_eq!(only["routes"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,4 +626,48 @@ async fn a_request_body_over_the_cap_is_not_shadowed() {
     send(&c, "POST", &proxy.url("/api/small"), &[], vec![b'a'; 100]).await;
     wait_summary(&proxy, "orders", |s| n(s, "matched") == 1).await;
     assert!(shadow.seen().iter().all(|r| r.body.len() <= 1024));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_overrides_show_and_keep_their_percent() {
+    let (mono, _) = ScriptedBackend::start(|_| order(json!(10))).await;
+    let (shadow, _) = ScriptedBackend::start(|_| order(json!(10))).await;
+    let proxy = Proxy::start(&config(&mono.url(), &shadow.url(), "", ""));
+    let shadow_status = |p: &Proxy| -> Value {
+        let out = p.cli(&["status", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v["routes"][0]["shadow"].clone()
+    };
+    let s = shadow_status(&proxy);
+    assert_eq!(
+        (s["override"].clone(), s["percent"].clone()),
+        (json!(false), json!(100.0))
+    );
+    let out = proxy.cli(&["shadow", "orders", "on", "--percent", "10"]);
+    assert!(
+        text(&out.stdout).contains("shadow on (10%)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let s = shadow_status(&proxy);
+    assert_eq!(s["override"], true);
+    assert_eq!(s["percent"], 10.0);
+    assert_eq!(s["file"]["percent"], 100.0);
+    assert!(proxy.cli(&["shadow", "orders", "off"]).status.success());
+    assert_eq!(shadow_status(&proxy)["enabled"], false);
+    // Back on without a percent: the 10 % in force stays.
+    assert!(proxy.cli(&["shadow", "orders", "on"]).status.success());
+    let s = shadow_status(&proxy);
+    assert_eq!(
+        (s["enabled"].clone(), s["percent"].clone()),
+        (json!(true), json!(10.0))
+    );
+    let out = proxy.cli(&["status"]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("(override; file: on, 100%)")
+            && shown.contains("mismatch 0.0% of 0 compared"),
+        "{shown}"
+    );
 }

@@ -105,8 +105,10 @@ pub struct Prepared {
     /// Keyed hash of the whole body as sent (see [`crate::capture`]).
     pub body_hash: String,
     pub latency_ms: f64,
-    /// Why the body could not be decoded, if it could not.
+    /// Why the body could not be decoded or parsed, or was withheld.
     pub note: Option<String>,
+    /// The body is not kept in records (it could not be redacted).
+    pub withheld: bool,
 }
 
 /// A route's comparison rules, compiled.
@@ -166,23 +168,34 @@ impl Comparator {
             Body::Empty
         } else {
             match decode(&headers, &c.body, decode_limit) {
-                Ok(decoded) => classify(&headers, decoded),
+                Ok(decoded) => {
+                    let (body, why) = classify(&headers, decoded);
+                    note = why;
+                    body
+                }
                 Err(why) => {
                     note = Some(why);
                     Body::Binary
                 }
             }
         };
+        let mut withheld = false;
         let body = match body {
             Body::Json(mut v) => {
                 redactor.json(&mut v, &self.redact_fields);
                 Body::Json(v)
             }
-            // Text that looked like JSON cannot have its fields redacted:
-            // it is neither compared line by line nor kept.
-            Body::Text(_) if !self.redact_fields.is_empty() => {
-                note = Some("body withheld: not JSON, so compare.redact cannot apply".into());
-                Body::Binary
+            // Text cannot have JSON fields redacted: its lines are compared
+            // by keyed hash, and the body is not kept.
+            Body::Text(t) if !self.redact_fields.is_empty() => {
+                withheld = true;
+                let why = "body withheld: not JSON, so compare.redact cannot apply; lines compared by keyed hash";
+                note = Some(match note {
+                    Some(n) => format!("{n}; {why}"),
+                    None => why.to_string(),
+                });
+                let hashed: Vec<String> = t.lines().map(|l| redactor.token(l.as_bytes())).collect();
+                Body::Text(hashed.join("\n"))
             }
             other => other,
         };
@@ -194,6 +207,7 @@ impl Comparator {
             body_hash,
             latency_ms: c.latency_ms,
             note,
+            withheld,
         }
     }
 
@@ -477,20 +491,55 @@ fn numbers_equal(a: &Number, b: &Number) -> bool {
     }
 }
 
-/// Text bodies, line by line.
+/// Text bodies, line by line, as a real diff (Myers): an inserted line is
+/// one difference, not a shift of every line after it. Paths are `#L<n>`,
+/// the primary's line number (for an insertion: the line it comes before).
 fn text_diff(a: &str, b: &str, out: &mut Diffs) {
+    use similar::{Algorithm, DiffOp, capture_diff_slices_deadline};
     let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
-    for i in 0..la.len().max(lb.len()) {
-        let (x, y) = (la.get(i), lb.get(i));
-        if x != y {
-            let path = format!("#L{}", i + 1);
-            out.push(Difference {
-                kind: Kind::Body,
-                field: path.clone(),
-                path,
-                primary: x.map(|s| Value::String(s.to_string())),
-                shadow: y.map(|s| Value::String(s.to_string())),
-            });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(50);
+    let line = |s: Option<&&str>| s.map(|s| Value::String(s.to_string()));
+    let mut push = |at: usize, p: Option<&&str>, s: Option<&&str>| {
+        let path = format!("#L{}", at + 1);
+        out.push(Difference {
+            kind: Kind::Body,
+            field: path.clone(),
+            path,
+            primary: line(p),
+            shadow: line(s),
+        });
+    };
+    for op in capture_diff_slices_deadline(Algorithm::Myers, &la, &lb, Some(deadline)) {
+        match op {
+            DiffOp::Equal { .. } => {}
+            DiffOp::Delete {
+                old_index, old_len, ..
+            } => {
+                for k in 0..old_len {
+                    push(old_index + k, la.get(old_index + k), None);
+                }
+            }
+            DiffOp::Insert {
+                old_index,
+                new_index,
+                new_len,
+            } => {
+                for k in 0..new_len {
+                    push(old_index, None, lb.get(new_index + k));
+                }
+            }
+            DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } => {
+                for k in 0..old_len.max(new_len) {
+                    let p = (k < old_len).then(|| la.get(old_index + k)).flatten();
+                    let s = (k < new_len).then(|| lb.get(new_index + k)).flatten();
+                    push(old_index + k.min(old_len), p, s);
+                }
+            }
         }
     }
 }
@@ -574,17 +623,23 @@ fn decode(headers: &[(String, String)], body: &[u8], limit: usize) -> Result<Vec
 
 /// JSON by content type (or by looks when there is none), else text when it
 /// is UTF-8, else binary.
-fn classify(headers: &[(String, String)], body: Vec<u8>) -> Body {
+fn classify(headers: &[(String, String)], body: Vec<u8>) -> (Body, Option<String>) {
     if body.is_empty() {
-        return Body::Empty;
+        return (Body::Empty, None);
     }
     let ct = header_value(headers, "content-type")
         .map(|v| media_type(&v))
         .unwrap_or_default();
     let mt = ct.split(';').next().unwrap_or("");
-    let jsonish = mt.ends_with("/json") || mt.ends_with("+json") || mt.is_empty();
-    if jsonish && let Ok(v) = serde_json::from_slice::<Value>(&body) {
-        return Body::Json(v);
+    let declared = mt.ends_with("/json") || mt.ends_with("+json");
+    let jsonish = declared || mt.is_empty();
+    let mut note = None;
+    if jsonish {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => return (Body::Json(v), None),
+            Err(e) if declared => note = Some(format!("not valid JSON ({e}): compared as text")),
+            Err(_) => {}
+        }
     }
     let texty = mt.is_empty()
         || mt.starts_with("text/")
@@ -593,15 +648,19 @@ fn classify(headers: &[(String, String)], body: Vec<u8>) -> Body {
         || mt.ends_with("+xml")
         || mt.ends_with("/javascript")
         || mt == "application/x-www-form-urlencoded";
-    match String::from_utf8(body) {
+    let body = match String::from_utf8(body) {
         Ok(s) if texty => Body::Text(s),
         _ => Body::Binary,
-    }
+    };
+    (body, note)
 }
 
 /// A body as kept in a diff record: JSON as JSON, text as a string, both
 /// cut to `max` bytes (then as a string); nothing for binary bodies.
 pub fn stored_body(p: &Prepared, max: usize) -> (Value, bool) {
+    if p.withheld {
+        return (Value::Null, false);
+    }
     let text = match &p.body {
         Body::Empty => return (Value::Null, false),
         Body::Json(v) => {
@@ -812,6 +871,60 @@ mod tests {
 
     fn a_bin_other() -> Captured {
         answer(200, &[("content-type", "image/png")], &[0, 2])
+    }
+
+    #[test]
+    fn an_inserted_line_is_one_difference() {
+        let cmp = Comparator::new(&CompareSpec::default(), &[]);
+        let lines: Vec<String> = (1..=50).map(|i| format!("line {i}")).collect();
+        let a = lines.join("\n");
+        let b = format!("new first line\n{a}");
+        let d = diff(
+            &cmp,
+            answer(200, &[("content-type", "text/plain")], a.as_bytes()),
+            answer(200, &[("content-type", "text/plain")], b.as_bytes()),
+        );
+        assert_eq!(paths(&d), ["#L1"]);
+        assert_eq!(d[0].primary, None);
+        assert_eq!(d[0].shadow, Some(json!("new first line")));
+    }
+
+    #[test]
+    fn invalid_json_is_compared_as_text_with_a_note() {
+        let cmp = Comparator::new(&CompareSpec::default(), &[]);
+        let r = Redactor::new().unwrap();
+        let p = cmp.prepare(
+            answer(200, &[("content-type", "application/json")], b"{\"a\":1"),
+            &r,
+            1 << 20,
+        );
+        assert!(matches!(p.body, Body::Text(_)));
+        assert!(
+            p.note
+                .as_deref()
+                .is_some_and(|n| n.contains("not valid JSON"))
+        );
+    }
+
+    #[test]
+    fn text_on_a_route_with_field_redaction_compares_by_hashed_lines() {
+        let cmp = Comparator::new(&spec(|s| s.redact = vec!["/token".into()]), &[]);
+        let d = diff(
+            &cmp,
+            answer(
+                200,
+                &[("content-type", "text/html")],
+                b"<p>a</p>\n<p>secret-1</p>",
+            ),
+            answer(
+                200,
+                &[("content-type", "text/html")],
+                b"<p>a</p>\n<p>secret-2</p>",
+            ),
+        );
+        assert_eq!(paths(&d), ["#L2"]);
+        let shown = serde_json::to_string(&d).unwrap();
+        assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]
