@@ -212,7 +212,7 @@ pub fn launch(l: Launch) -> (Dispatch, Option<Pending>) {
 }
 
 async fn run(
-    l: Launch,
+    mut l: Launch,
     place: Admitted,
     body_rx: Option<oneshot::Receiver<Option<Bytes>>>,
     primary_rx: oneshot::Receiver<Captured>,
@@ -237,8 +237,9 @@ async fn run(
     let answer = {
         let _permit = runtime.running.acquire().await;
         let started = Instant::now();
-        match tokio::time::timeout(runtime.timeout, call(&l, body, runtime.max_body, started)).await
-        {
+        let headers = std::mem::take(&mut l.headers);
+        let call = call(&l, headers, body, runtime.max_body, started);
+        match tokio::time::timeout(runtime.timeout, call).await {
             Ok(Ok(c)) => ShadowAnswer::Answered(c),
             Ok(Err(why)) => ShadowAnswer::Failed(why),
             Err(_) => ShadowAnswer::TimedOut,
@@ -266,6 +267,7 @@ async fn run(
 /// Sends the shadow request and reads its whole answer.
 async fn call(
     l: &Launch,
+    headers: HeaderMap,
     body: ProxyBody,
     cap: usize,
     started: Instant,
@@ -278,7 +280,7 @@ async fn call(
     *req.method_mut() = l.method.clone();
     *req.version_mut() = Version::HTTP_11;
     *req.uri_mut() = Uri::from(l.path_and_query.clone());
-    *req.headers_mut() = l.headers.clone();
+    *req.headers_mut() = headers;
     req.headers_mut()
         .insert(SHADOW_HEADER, HeaderValue::from_static("1"));
     l.pool.start_request(i);
@@ -298,24 +300,7 @@ async fn call(
             capture.push(data);
         }
     }
-    Ok(capture.into_captured(
-        parts.status.as_u16(),
-        header_list(&parts.headers),
-        latency_ms,
-    ))
-}
-
-/// Headers as lower-case (name, value) pairs, values lossily as text.
-pub fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
+    Ok(capture.into_captured(parts.status.as_u16(), parts.headers, latency_ms))
 }
 
 /// Where a tee sends what it captured when its body ends.
@@ -326,7 +311,7 @@ enum TeeSink {
     Response {
         tx: oneshot::Sender<Captured>,
         status: u16,
-        headers: Vec<(String, String)>,
+        headers: HeaderMap,
         latency_ms: f64,
     },
 }
@@ -370,7 +355,7 @@ impl TeeBody {
         let sink = TeeSink::Response {
             tx,
             status,
-            headers: header_list(headers),
+            headers: headers.clone(),
             latency_ms,
         };
         Self::wrap(inner, BodyCapture::new(cap, key), sink)

@@ -15,8 +15,8 @@ pub use aws_lc_rs::hmac::Key as HashKey;
 #[derive(Debug, Clone)]
 pub struct Captured {
     pub status: u16,
-    /// Lower-case names, in arrival order; repeated names stay repeated.
-    pub headers: Vec<(String, String)>,
+    /// As received (turned into text only if the comparison needs it).
+    pub headers: http::HeaderMap,
     /// The body as sent (still content-encoded), up to the capture cap.
     pub body: Bytes,
     /// Length of the whole body.
@@ -101,12 +101,7 @@ impl BodyCapture {
     }
 
     /// Builds the captured answer.
-    pub fn into_captured(
-        self,
-        status: u16,
-        headers: Vec<(String, String)>,
-        latency_ms: f64,
-    ) -> Captured {
+    pub fn into_captured(self, status: u16, headers: http::HeaderMap, latency_ms: f64) -> Captured {
         let (body, body_len, long_body_hash) = self.finish();
         Captured {
             status,
@@ -138,6 +133,19 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[usize::from(b & 15)] as char);
     }
     s
+}
+
+/// Headers as lower-case (name, value) pairs, values lossily as text.
+pub fn header_list(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -155,7 +155,7 @@ impl Comparator {
     /// Decodes, classifies and redacts one captured answer. `decode_limit`
     /// bounds the decoded size of a compressed body.
     pub fn prepare(&self, c: Captured, redactor: &Redactor, decode_limit: usize) -> Prepared {
-        let mut headers = c.headers;
+        let mut headers = crate::capture::header_list(&c.headers);
         redactor.headers(&mut headers, &self.redact_headers);
         let mut note = None;
         let body_hash = match &c.long_body_hash {
@@ -222,12 +222,11 @@ impl Comparator {
             && p.body_len == s.body_len
             && p.long_body_hash == s.long_body_hash
             && p.body == s.body
-            && header_value(&p.headers, "content-encoding")
-                == header_value(&s.headers, "content-encoding")
+            && same_values(&p.headers, &s.headers, "content-encoding")
             && self
                 .headers
                 .iter()
-                .all(|h| header_value(&p.headers, h) == header_value(&s.headers, h))
+                .all(|h| same_values(&p.headers, &s.headers, h))
     }
 
     /// Every difference between the two answers, the first
@@ -562,6 +561,11 @@ fn body_digest(p: &Prepared) -> Value {
     Value::Object(m)
 }
 
+/// The same values of header `name`, in the same order, on both sides.
+fn same_values(a: &http::HeaderMap, b: &http::HeaderMap, name: &str) -> bool {
+    a.get_all(name).iter().eq(b.get_all(name).iter())
+}
+
 /// All values of header `name`, joined by `, `.
 fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
     let values: Vec<&str> = headers
@@ -701,7 +705,12 @@ mod tests {
             status,
             headers: headers
                 .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .map(|(n, v)| {
+                    (
+                        http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                        http::HeaderValue::from_str(v).unwrap(),
+                    )
+                })
                 .collect(),
             body: Bytes::copy_from_slice(body),
             body_len: body.len() as u64,
