@@ -13,7 +13,7 @@ use std::io::Read;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Number, Value, json};
-use strangler_rules::config::CompareSpec;
+use strangler_rules::config::{CompareSpec, Normalizer};
 
 use crate::capture::Captured;
 use crate::pointer::{self, Pattern};
@@ -119,6 +119,7 @@ pub struct Comparator {
     unordered: Vec<Pattern>,
     redact_headers: Vec<String>,
     redact_fields: Vec<Pattern>,
+    normalize: Vec<Normalizer>,
 }
 
 impl Comparator {
@@ -149,6 +150,7 @@ impl Comparator {
                 .collect(),
             redact_headers: names.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
             redact_fields: fields.into_iter().map(|p| Pattern::parse(p)).collect(),
+            normalize: spec.normalize.clone(),
         }
     }
 
@@ -250,7 +252,11 @@ impl Comparator {
             } else {
                 (p, s)
             };
-            if p != s {
+            let same_shape = match (&p, &s) {
+                (Some(a), Some(b)) => self.same_shape(a, b),
+                _ => false,
+            };
+            if p != s && !same_shape {
                 out.push(Difference {
                     kind: Kind::Header,
                     path: name.clone(),
@@ -289,6 +295,26 @@ impl Comparator {
                 }
             }
         }
+    }
+
+    /// Two strings of a shape the route normalises (both timestamps, or
+    /// both UUIDs) are equal.
+    fn same_shape(&self, a: &str, b: &str) -> bool {
+        self.normalize.iter().any(|n| {
+            let re = shape(*n);
+            re.is_match(a) && re.is_match(b)
+        })
+    }
+
+    /// The stand-in for a normalised value, for unordered comparison.
+    fn shape_of(&self, v: &str) -> Option<&'static str> {
+        self.normalize
+            .iter()
+            .find(|n| shape(**n).is_match(v))
+            .map(|n| match n {
+                Normalizer::Timestamps => "<timestamp>",
+                Normalizer::Uuids => "<uuid>",
+            })
     }
 
     fn ignored(&self, path: &[String]) -> bool {
@@ -373,6 +399,11 @@ impl Walk<'_> {
             }
             (Value::Number(a), Value::Number(b)) => {
                 if !numbers_equal(a, b) {
+                    self.differ(Some(p), Some(s));
+                }
+            }
+            (Value::String(a), Value::String(b)) => {
+                if a != b && !self.cmp.same_shape(a, b) {
                     self.differ(Some(p), Some(s));
                 }
             }
@@ -472,7 +503,35 @@ fn canonical(v: &Value, cmp: &Comparator, path: &mut Vec<String>) -> String {
             (_, _, Some(f)) => format!("{f}"),
             _ => n.to_string(),
         },
+        Value::String(text) => match cmp.shape_of(text) {
+            Some(placeholder) => placeholder.to_string(),
+            None => v.to_string(),
+        },
         other => other.to_string(),
+    }
+}
+
+/// The shape a normaliser recognises.
+fn shape(n: Normalizer) -> &'static regex::Regex {
+    use std::sync::LazyLock;
+    // RFC 3339 and its common relatives (space for T, no seconds, no zone,
+    // fractions, +hhmm), and the HTTP date (RFC 9110 IMF-fixdate).
+    static TIMESTAMP: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(
+            r"^(?:\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT)$",
+        )
+        .unwrap_or_else(|_| unreachable!("a fixed, tested pattern"))
+    });
+    // Any version, either case, with or without braces.
+    static UUID: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(
+            r"^\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?$",
+        )
+        .unwrap_or_else(|_| unreachable!("a fixed, tested pattern"))
+    });
+    match n {
+        Normalizer::Timestamps => &TIMESTAMP,
+        Normalizer::Uuids => &UUID,
     }
 }
 
@@ -934,6 +993,93 @@ mod tests {
         assert_eq!(paths(&d), ["#L2"]);
         let shown = serde_json::to_string(&d).unwrap();
         assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn normalisers_per_shape() {
+        let both = Comparator::new(
+            &spec(|s| s.normalize = vec![Normalizer::Timestamps, Normalizer::Uuids]),
+            &[],
+        );
+        let none = Comparator::new(&CompareSpec::default(), &[]);
+        let same = [
+            ("2026-11-26T14:05:09Z", "2026-11-27T01:00:00.123456+02:00"),
+            ("2026-11-26 14:05:09", "2025-01-01 00:00"),
+            ("2026-11-26T14:05:09.5z", "2026-11-26t14:05:09-0700"),
+            (
+                "Thu, 26 Nov 2026 14:05:09 GMT",
+                "Fri, 27 Nov 2026 01:00:00 GMT",
+            ),
+            (
+                "01a218b9-7c93-73d3-9f6f-0803d437f98b",
+                "f47ac10b-58cc-4372-a567-0e02b2c3d479",
+            ),
+            (
+                "{F47AC10B-58CC-4372-A567-0E02B2C3D479}",
+                "00000000-0000-0000-0000-000000000000",
+            ),
+        ];
+        for (a, b) in same {
+            let d = diff(
+                &both,
+                json_answer(json!({"v": a})),
+                json_answer(json!({"v": b})),
+            );
+            assert!(d.is_empty(), "{a} vs {b}: {d:?}");
+            let d = diff(
+                &none,
+                json_answer(json!({"v": a})),
+                json_answer(json!({"v": b})),
+            );
+            assert_eq!(paths(&d), ["/v"], "without normalisers {a} vs {b}");
+        }
+        // Different shapes, or not quite a shape, still differ.
+        let differ = [
+            (
+                "2026-11-26T14:05:09Z",
+                "01a218b9-7c93-73d3-9f6f-0803d437f98b",
+            ),
+            ("2026-11-26T14:05:09Z", "yesterday"),
+            ("2026-11-26", "2026-11-27"),
+            (
+                "01a218b9-7c93-73d3-9f6f-0803d437f98",
+                "01a218b9-7c93-73d3-9f6f-0803d437f98b",
+            ),
+        ];
+        for (a, b) in differ {
+            let d = diff(
+                &both,
+                json_answer(json!({"v": a})),
+                json_answer(json!({"v": b})),
+            );
+            assert_eq!(paths(&d), ["/v"], "{a} vs {b}");
+        }
+        // Only the shapes a route asks for.
+        let ts_only = Comparator::new(&spec(|s| s.normalize = vec![Normalizer::Timestamps]), &[]);
+        let d = diff(
+            &ts_only,
+            json_answer(json!({"v": "01a218b9-7c93-73d3-9f6f-0803d437f98b"})),
+            json_answer(json!({"v": "f47ac10b-58cc-4372-a567-0e02b2c3d479"})),
+        );
+        assert_eq!(paths(&d), ["/v"]);
+        // In unordered arrays too.
+        let unordered = Comparator::new(
+            &spec(|s| {
+                s.normalize = vec![Normalizer::Uuids];
+                s.unordered_arrays = vec!["/ids".into()];
+            }),
+            &[],
+        );
+        let d = diff(
+            &unordered,
+            json_answer(
+                json!({"ids": [{"id": "01a218b9-7c93-73d3-9f6f-0803d437f98b", "n": 1}, {"n": 2, "id": "x"}]}),
+            ),
+            json_answer(
+                json!({"ids": [{"n": 2, "id": "x"}, {"id": "f47ac10b-58cc-4372-a567-0e02b2c3d479", "n": 1}]}),
+            ),
+        );
+        assert!(d.is_empty(), "{d:?}");
     }
 
     #[test]
