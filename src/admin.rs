@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::control::{self, ControlError, RouteOverride, ShadowOverride};
 use crate::shadow::ShadowRuntime;
 use crate::state::Shared;
+use strangler_shadow::summary::{Judge, RouteRules, RouteSummary, summarize};
 
 /// The token the admin API requires, if any.
 #[derive(Debug, Clone)]
@@ -512,13 +513,14 @@ async fn blocking<T: Send + 'static>(
 /// `GET /api/v1/diffs?route=&limit=&before=`: newest first.
 async fn diffs_list(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlError> {
     let rt = shadow_runtime(shared)?;
-    let (mut route, mut limit, mut before) = (None, 50usize, None);
+    let (mut route, mut limit, mut before, mut all) = (None, 50usize, None, false);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = strangler_rules::matcher::form_decode(v).into_owned();
         match k {
             "route" if !v.is_empty() => route = Some(v),
             "before" if !v.is_empty() => before = Some(v),
+            "all" => all = matches!(v.as_str(), "" | "1" | "true" | "yes"),
             "limit" => {
                 limit = v
                     .parse()
@@ -543,11 +545,45 @@ async fn diffs_list(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlE
             "invalid before \"{b}\": give a diff id"
         )));
     }
+    let judge = (!all).then(|| {
+        let (summary, rules) = summaries(shared, &rt);
+        Judge::new(&summary, rules)
+    });
     let records = blocking(move || {
-        rt.pipeline
-            .store
-            .list(route.as_deref(), limit, before.as_deref())
-            .map_err(|e| ControlError::Store(e.to_string()))
+        let mut out = Vec::new();
+        let mut before = before;
+        // Records with only noise or ignored differences are skipped (the
+        // page is filled from older ones), unless all=true.
+        loop {
+            let page = rt
+                .pipeline
+                .store
+                .list(route.as_deref(), limit, before.as_deref())
+                .map_err(|e| ControlError::Store(e.to_string()))?;
+            let last = page.len() < limit;
+            before = page.last().map(|r| r.id.clone());
+            for mut rec in page {
+                if let Some(j) = &judge {
+                    let before = rec.differences.len();
+                    rec.differences
+                        .retain(|d| j.is_real(&rec.route, d.kind.as_str(), &d.field));
+                    rec.hidden = before - rec.differences.len();
+                    rec.differences_total = rec.differences_total.saturating_sub(rec.hidden);
+                    let nothing_left = rec.differences.is_empty()
+                        && rec.outcome == strangler_shadow::Outcome::Mismatch;
+                    if nothing_left {
+                        continue;
+                    }
+                }
+                out.push(rec);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            if last || before.is_none() {
+                return Ok(out);
+            }
+        }
     })
     .await?;
     Ok(json!({"diffs": records}))
@@ -614,32 +650,60 @@ async fn diffs_summary(shared: &Arc<Shared>, query: &str) -> Result<Value, Contr
     if let Some(r) = &only {
         known_route(shared, &rt, r)?;
     }
-    let live = shared.live.load_full();
-    let routes: Vec<String> = live
-        .config()
-        .routes
-        .iter()
-        .filter(|r| r.shadow.is_some())
-        .map(|r| r.name.clone())
-        .collect();
-    // Counts first: every comparison they include is in the aggregates.
-    let counts = rt.counters().snapshot();
-    let fields = rt.pipeline.fields();
-    let mut summary = strangler_shadow::summary::summarize(&counts, fields, &routes);
+    let (mut summary, _) = summaries(shared, &rt);
     if let Some(r) = &only {
         summary.retain(|s| &s.route == r);
     }
     Ok(json!({"routes": summary}))
 }
 
+/// Every shadowed route's summary, judged with the rules in force now,
+/// and those rules.
+fn summaries(
+    shared: &Arc<Shared>,
+    rt: &ShadowRuntime,
+) -> (Vec<RouteSummary>, BTreeMap<String, RouteRules>) {
+    let live = shared.live.load_full();
+    let rules: BTreeMap<String, RouteRules> = live
+        .config()
+        .routes
+        .iter()
+        .filter(|r| r.shadow.is_some())
+        .map(|r| {
+            let added = live
+                .layer
+                .routes
+                .get(&r.name)
+                .map(|o| o.ignore_fields_add.clone())
+                .unwrap_or_default();
+            let ignore = r.compare.ignore_fields.iter().chain(&added);
+            (
+                r.name.clone(),
+                RouteRules::new(ignore, r.compare.noise_check.clone()),
+            )
+        })
+        .collect();
+    // Counts first: every comparison they include is in the aggregates.
+    let counts = rt.counters().snapshot();
+    let fields = rt.pipeline.fields();
+    let sigs = rt.pipeline.signatures();
+    (summarize(&counts, fields, &sigs, &rules), rules)
+}
+
 /// `GET /api/v1/status`.
 pub fn status(shared: &Arc<Shared>) -> Value {
     let live = shared.live.load_full();
     let config = live.config();
-    let shadow_counts = shared
+    let shadow_summaries: BTreeMap<String, RouteSummary> = shared
         .shadow
         .as_ref()
-        .map(|rt| rt.counters().snapshot())
+        .map(|rt| {
+            summaries(shared, rt)
+                .0
+                .into_iter()
+                .map(|s| (s.route.clone(), s))
+                .collect()
+        })
         .unwrap_or_default();
     let routes: Vec<Value> = config
         .routes
@@ -684,8 +748,9 @@ pub fn status(shared: &Arc<Shared>) -> Value {
                 "sticky": r.sticky.as_ref().map(|s| s.to_string()),
                 "shadow": shadow,
                 "requests": requests,
-                "mismatch_rate": shadow_counts.get(&r.name).map_or(0.0, |c| c.mismatch_rate()),
-                "shadow_compared": shadow_counts.get(&r.name).map_or(0, |c| c.compared()),
+                "mismatch_rate": shadow_summaries.get(&r.name).map_or(0.0, |c| c.mismatch_rate),
+                "raw_mismatch_rate": shadow_summaries.get(&r.name).map_or(0.0, |c| c.raw_mismatch_rate),
+                "shadow_compared": shadow_summaries.get(&r.name).map_or(0, |c| c.compared),
                 "upstreams": upstreams,
             })
         })

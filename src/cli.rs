@@ -145,6 +145,9 @@ pub enum Command {
         /// Print the records as JSON (the admin API's GET /api/v1/diffs).
         #[arg(long)]
         json: bool,
+        /// Also list differences judged noise or ignored.
+        #[arg(long)]
+        all: bool,
     },
     /// Reload the config file in the running proxy.
     Reload,
@@ -321,7 +324,8 @@ fn control(c: &crate::admin_client::AdminClient, command: Command) -> ExitCode {
             route,
             limit,
             json,
-        } => crate::diffs_cmd::list(c, route.as_deref(), usize::from(limit), json),
+            all,
+        } => crate::diffs_cmd::list(c, route.as_deref(), usize::from(limit), all, json),
         Command::Reload => ctl::reload(c),
         _ => ExitCode::from(1),
     }

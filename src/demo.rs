@@ -113,6 +113,29 @@ pub fn toy_answer(toy: Toy, method: &str, path: &str) -> (StatusCode, Value) {
     }
 }
 
+/// Like many real services, the toys stamp every answer with a request id
+/// and the time it was made: fields that differ on every call, even between
+/// two calls to the monolith. The demo's noise check learns that they are
+/// noise.
+fn stamp(body: &mut Value) {
+    if let Value::Object(m) = body {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = now.as_secs();
+        let time = strangler_shadow::time::rfc3339(secs);
+        let micros = now.subsec_micros();
+        m.insert(
+            "generated_at".into(),
+            json!(time.replace('Z', &format!(".{micros:06}Z"))),
+        );
+        m.insert(
+            "request_id".into(),
+            json!(format!("req-{:016x}", rand::random::<u64>())),
+        );
+    }
+}
+
 /// Starts a toy service on 127.0.0.1:0 and returns its address.
 pub async fn start_toy(toy: Toy) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -127,7 +150,8 @@ pub async fn start_toy(toy: Toy) -> std::io::Result<SocketAddr> {
                 let path = req.uri().path().to_string();
                 // Drain the request body; toys ignore it.
                 let _ = req.into_body().collect().await;
-                let (status, body) = toy_answer(toy, &method, &path);
+                let (status, mut body) = toy_answer(toy, &method, &path);
+                stamp(&mut body);
                 let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
                 *resp.status_mut() = status;
                 resp.headers_mut().insert(
@@ -186,6 +210,11 @@ sticky = "header:x-user-id"
 shadow = {{ upstream = "orders", percent = 100 }}
 # "served_by" names the service that answered: different by design.
 compare.ignore_fields = ["/served_by", "/orders/*/served_by"]
+# Diffy's method: every shadowed request is also sent again to the monolith,
+# and fields that differ between two monolith answers as often as between
+# monolith and new service (request ids, timestamps) are noise. A real
+# deployment would check a sample (percent = 5 or 10).
+compare.noise_check = {{ percent = 100 }}
 "#
     )
 }

@@ -35,8 +35,17 @@ fn query_value(s: &str) -> String {
 const MAX_FIELD_ROWS: usize = 20;
 
 /// `strangler diffs [--route R] [--limit N] [--json]`.
-pub fn list(c: &AdminClient, route: Option<&str>, limit: usize, as_json: bool) -> ExitCode {
+pub fn list(
+    c: &AdminClient,
+    route: Option<&str>,
+    limit: usize,
+    all: bool,
+    as_json: bool,
+) -> ExitCode {
     let mut path = format!("/api/v1/diffs?limit={limit}");
+    if all {
+        path.push_str("&all=true");
+    }
     if let Some(r) = route {
         path.push_str(&format!("&route={}", query_value(r)));
     }
@@ -74,16 +83,28 @@ pub fn list(c: &AdminClient, route: Option<&str>, limit: usize, as_json: bool) -
     }
     for r in &routes {
         let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        let noise_only = n("mismatched").saturating_sub(n("mismatched_real"));
         println!(
-            "{}: {} compared, {} matched, {} mismatched, {} shadow errors, {} timeouts ({:.1}% not matching)",
+            "{}: {} compared, {} matched, {} mismatched{}, {} shadow errors, {} timeouts: {:.1}% really differ",
             r["route"].as_str().unwrap_or(""),
             n("compared"),
             n("matched"),
             n("mismatched"),
+            if noise_only > 0 {
+                format!(" ({noise_only} only in noise or ignored fields)")
+            } else {
+                String::new()
+            },
             n("shadow_errors"),
             n("shadow_timeouts"),
             r["mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0
         );
+        if n("noise_checked") > 0 {
+            println!(
+                "  noise check: {} requests also sent twice to the primary",
+                n("noise_checked")
+            );
+        }
         let skipped: Vec<String> = [
             ("skipped_same_upstream", "same upstream"),
             ("skipped_too_large", "too large"),
@@ -101,18 +122,41 @@ pub fn list(c: &AdminClient, route: Option<&str>, limit: usize, as_json: bool) -
         let fields = &all_fields[..all_fields.len().min(MAX_FIELD_ROWS)];
         if !fields.is_empty() {
             println!(
-                "  {:<36} {:<7} {:>7} {:>7}  LAST SEEN",
-                "FIELD", "KIND", "COUNT", "RATE"
+                "  {:<32} {:<7} {:>7} {:>7} {:>7}  {:<8} LAST SEEN",
+                "FIELD", "KIND", "COUNT", "RAW", "NOISE", "VERDICT"
             );
             for f in fields {
                 let path = f["path"].as_str().unwrap_or("");
+                let verdict = match f["noise"].as_bool() {
+                    Some(true) => "noise",
+                    Some(false) => "real",
+                    None => "unknown",
+                };
                 println!(
-                    "  {:<36} {:<7} {:>7} {:>6.1}%  {}",
+                    "  {:<32} {:<7} {:>7} {:>6.1}% {:>6.1}%  {:<8} {}",
                     if path.is_empty() { "(whole)" } else { path },
                     f["kind"].as_str().unwrap_or(""),
                     f["count"].as_u64().unwrap_or(0),
                     f["raw_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                    f["noise_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                    verdict,
                     f["last_seen"].as_str().unwrap_or("")
+                );
+            }
+            let noise: Vec<&str> = all_fields
+                .iter()
+                .filter(|f| f["noise"].as_bool() == Some(true))
+                .filter_map(|f| f["path"].as_str())
+                .collect();
+            if !noise.is_empty() {
+                println!(
+                    "  recognised as noise (the primary differs from itself there as often): {}",
+                    noise.join(", ")
+                );
+            }
+            if all_fields.iter().any(|f| f["noise"].is_null()) {
+                println!(
+                    "  unknown: not enough requests noise-checked yet to tell noise from real"
                 );
             }
             if all_fields.len() > fields.len() {
@@ -126,7 +170,14 @@ pub fn list(c: &AdminClient, route: Option<&str>, limit: usize, as_json: bool) -
     let records = diffs["diffs"].as_array().unwrap_or(&empty);
     println!();
     if records.is_empty() {
-        println!("no diff records yet");
+        println!(
+            "no diff records{}",
+            if all {
+                ""
+            } else {
+                " with real differences (--all shows noise too)"
+            }
+        );
         return ExitCode::SUCCESS;
     }
     println!(

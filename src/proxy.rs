@@ -21,7 +21,7 @@ use crate::error::ProxyError;
 use crate::headers::{
     RequestHead, append_via, client_ip, idempotent, request_host, set_forwarded, strip_hop_by_hop,
 };
-use crate::shadow::{Dispatch, SHADOW_HEADER, TeeBody};
+use crate::shadow::{Dispatch, NOISE_METHODS, SHADOW_HEADER, TeeBody};
 use crate::state::Shared;
 use crate::upstream::SendError;
 
@@ -181,6 +181,10 @@ pub async fn handle(
                 comparator: plan.comparator.clone(),
                 counts: plan.counts.clone(),
                 primary_upstream: pool.name.clone(),
+                noise_pool: (plan.noise_bp > 0
+                    && NOISE_METHODS.contains(&method.as_str())
+                    && rand::random_range(0..BUCKETS) < plan.noise_bp)
+                    .then(|| live.pools[upstream_id.index()].clone()),
                 has_body: !body_empty,
                 content_length,
             });

@@ -38,7 +38,13 @@ pub struct ShadowPlan {
     pub methods: Vec<String>,
     pub comparator: Arc<Comparator>,
     pub counts: Arc<RouteCounts>,
+    /// Share of shadowed requests also sent a second time to the primary's
+    /// upstream (Diffy's noise check), in basis points.
+    pub noise_bp: u16,
 }
+
+/// Methods a noise check may send twice (never a write).
+pub const NOISE_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
 
 /// The live shadow plan of every route (None: no shadow, or turned off).
 pub fn plans(
@@ -75,6 +81,7 @@ fn plan(r: &Route, layer: &RuntimeLayer, counters: &Counters) -> Option<ShadowPl
         methods: spec.methods.clone(),
         comparator: Arc::new(Comparator::new(&r.compare, added)),
         counts: counters.route(&r.name),
+        noise_bp: r.compare.noise_check.as_ref().map_or(0, |n| n.percent_bp),
     })
 }
 
@@ -175,6 +182,8 @@ pub struct Launch {
     pub comparator: Arc<Comparator>,
     pub counts: Arc<RouteCounts>,
     pub primary_upstream: String,
+    /// Sampled for the noise check: the primary's upstream, asked again.
+    pub noise_pool: Option<Arc<UpstreamPool>>,
     pub has_body: bool,
     pub content_length: Option<u64>,
 }
@@ -220,9 +229,9 @@ async fn run(
 ) {
     let runtime = place.0.clone();
     let body = match body_rx {
-        None => ProxyBody::Empty,
+        None => None,
         Some(rx) => match rx.await {
-            Ok(Some(bytes)) => ProxyBody::full(bytes),
+            Ok(Some(bytes)) => Some(bytes),
             Ok(None) => {
                 l.counts.add(Outcome::SkippedTooLarge);
                 return;
@@ -234,15 +243,30 @@ async fn run(
             }
         },
     };
-    let answer = {
+    let (answer, noise) = {
         let _permit = runtime.running.acquire().await;
-        let started = Instant::now();
         let headers = std::mem::take(&mut l.headers);
-        let call = call(&l, headers, body, runtime.max_body, started);
-        match tokio::time::timeout(runtime.timeout, call).await {
-            Ok(Ok(c)) => ShadowAnswer::Answered(c),
-            Ok(Err(why)) => ShadowAnswer::Failed(why),
-            Err(_) => ShadowAnswer::TimedOut,
+        let ask = |pool: Arc<UpstreamPool>, headers: HeaderMap| {
+            let body = body.clone().map_or(ProxyBody::Empty, ProxyBody::full);
+            let (l, runtime) = (&l, &runtime);
+            async move {
+                let started = Instant::now();
+                let call = call(l, &pool, headers, body, runtime.max_body, started);
+                match tokio::time::timeout(runtime.timeout, call).await {
+                    Ok(Ok(c)) => ShadowAnswer::Answered(c),
+                    Ok(Err(why)) => ShadowAnswer::Failed(why),
+                    Err(_) => ShadowAnswer::TimedOut,
+                }
+            }
+        };
+        match l.noise_pool.clone() {
+            // The shadow and the primary's second answer, side by side.
+            Some(again) => {
+                let (a, n) =
+                    tokio::join!(ask(l.pool.clone(), headers.clone()), ask(again, headers));
+                (a, Some(n))
+            }
+            None => (ask(l.pool.clone(), headers).await, None),
         }
     };
     let Ok(primary) = primary_rx.await else {
@@ -259,6 +283,7 @@ async fn run(
         shadow_upstream: l.pool.name.clone(),
         primary,
         shadow: answer,
+        noise,
         time_ms,
     });
     drop(place);
@@ -267,15 +292,15 @@ async fn run(
 /// Sends the shadow request and reads its whole answer.
 async fn call(
     l: &Launch,
+    pool: &UpstreamPool,
     headers: HeaderMap,
     body: ProxyBody,
     cap: usize,
     started: Instant,
 ) -> Result<Captured, String> {
-    let i = l
-        .pool
+    let i = pool
         .pick(&[])
-        .map_err(|_| "no healthy instance of the shadow upstream".to_string())?;
+        .map_err(|_| "no healthy instance".to_string())?;
     let mut req = Request::new(body);
     *req.method_mut() = l.method.clone();
     *req.version_mut() = Version::HTTP_11;
@@ -283,9 +308,9 @@ async fn call(
     *req.headers_mut() = headers;
     req.headers_mut()
         .insert(SHADOW_HEADER, HeaderValue::from_static("1"));
-    l.pool.start_request(i);
-    let sent = l.pool.send(i, req).await;
-    l.pool.end_request(i);
+    pool.start_request(i);
+    let sent = pool.send(i, req).await;
+    pool.end_request(i);
     let resp = match sent {
         Ok(r) => r,
         Err(crate::upstream::SendError::Connect(msg, _)) => return Err(msg),

@@ -75,6 +75,9 @@ pub struct RouteCounts {
     /// Cumulative is computed on read; these are per-bucket, last is +Inf.
     delta: [AtomicU64; 22],
     delta_sum_us: AtomicI64,
+    /// Requests sent a second time to the primary's upstream (Diffy's
+    /// noise check) and compared with the first answer.
+    noise_checked: AtomicU64,
 }
 
 impl RouteCounts {
@@ -96,6 +99,10 @@ impl RouteCounts {
         self.delta_sum_us.fetch_add((ms * 1000.0) as i64, Relaxed);
     }
 
+    pub fn add_noise_checked(&self) {
+        self.noise_checked.fetch_add(1, Relaxed);
+    }
+
     pub fn snapshot(&self) -> CountSnapshot {
         let mut outcomes = BTreeMap::new();
         for o in Outcome::ALL {
@@ -105,6 +112,7 @@ impl RouteCounts {
             outcomes,
             delta: self.delta.iter().map(|c| c.load(Relaxed)).collect(),
             delta_sum_us: self.delta_sum_us.load(Relaxed),
+            noise_checked: self.noise_checked.load(Relaxed),
         }
     }
 
@@ -116,6 +124,7 @@ impl RouteCounts {
             c.store(*n, Relaxed);
         }
         self.delta_sum_us.store(s.delta_sum_us, Relaxed);
+        self.noise_checked.store(s.noise_checked, Relaxed);
     }
 }
 
@@ -128,6 +137,8 @@ pub struct CountSnapshot {
     pub delta: Vec<u64>,
     #[serde(default)]
     pub delta_sum_us: i64,
+    #[serde(default)]
+    pub noise_checked: u64,
 }
 
 impl CountSnapshot {

@@ -24,7 +24,7 @@ use crate::compare::{Comparator, Difference};
 use crate::counters::{Counters, Outcome, RouteCounts};
 use crate::record::{DiffRecord, Side};
 use crate::redact::Redactor;
-use crate::store::{DiffStore, EXAMPLES, FieldAgg};
+use crate::store::{DiffStore, EXAMPLES, FieldAgg, Signature};
 use crate::time::{now_ms, rfc3339_ms};
 
 /// How often the thread drains the queue.
@@ -56,6 +56,8 @@ pub struct CompareJob {
     pub shadow_upstream: String,
     pub primary: Captured,
     pub shadow: ShadowAnswer,
+    /// The primary's upstream asked a second time (Diffy's noise check).
+    pub noise: Option<ShadowAnswer>,
     /// When the request arrived (ms since the epoch).
     pub time_ms: u64,
 }
@@ -79,7 +81,12 @@ struct Inner {
     capacity: usize,
     stop: AtomicBool,
     fields: Mutex<BTreeMap<FieldKey, FieldAgg>>,
+    signatures: Mutex<SignatureMap>,
 }
+
+/// Distinct field sets tracked per route; past it, one catch-all set
+/// (which always counts as a real mismatch).
+pub const MAX_SIGNATURES: usize = 1000;
 
 /// Handle to the pipeline thread.
 #[derive(Debug)]
@@ -105,12 +112,22 @@ impl DiffPipeline {
             .into_iter()
             .map(|f| ((f.route.clone(), f.kind.clone(), f.field.clone()), f))
             .collect();
+        let signatures = store
+            .load_signatures()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(route, sigs)| {
+                let map = sigs.into_iter().map(|s| (s.fields, s.count)).collect();
+                (route, map)
+            })
+            .collect();
         let redactor = Arc::new(Redactor::new()?);
         let inner = Arc::new(Inner {
             queue: Mutex::new(VecDeque::new()),
             capacity: config.queue.max(1),
             stop: AtomicBool::new(false),
             fields: Mutex::new(fields),
+            signatures: Mutex::new(signatures),
         });
         let worker = Worker {
             inner: inner.clone(),
@@ -120,6 +137,7 @@ impl DiffPipeline {
             config,
             budget: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            dirty_sigs: BTreeSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name("strangler-diff".into())
@@ -151,6 +169,11 @@ impl DiffPipeline {
         lock(&self.inner.fields).values().cloned().collect()
     }
 
+    /// Every route's field-set counts, as of the last comparison.
+    pub fn signatures(&self) -> BTreeMap<String, Vec<Signature>> {
+        signature_lists(&lock(&self.inner.signatures))
+    }
+
     /// Finishes queued work, saves counters and aggregates, flushes the
     /// store and stops the thread. Blocks; call it off the async runtime.
     pub fn shutdown(&self) {
@@ -177,6 +200,8 @@ struct Worker {
     budget: BTreeMap<String, (u64, u32)>,
     /// Aggregates changed since the last save.
     dirty: BTreeSet<FieldKey>,
+    /// Routes whose signatures changed since the last save.
+    dirty_sigs: BTreeSet<String>,
 }
 
 impl Worker {
@@ -234,6 +259,16 @@ impl Worker {
                 tracing::error!("cannot save diff aggregates: {e}");
             }
         }
+        if !self.dirty_sigs.is_empty() {
+            let all = signature_lists(&lock(&self.inner.signatures));
+            for route in std::mem::take(&mut self.dirty_sigs) {
+                if let Some(sigs) = all.get(&route)
+                    && let Err(e) = self.store.save_signatures(&route, sigs)
+                {
+                    tracing::error!("cannot save diff signatures: {e}");
+                }
+            }
+        }
         now
     }
 
@@ -245,17 +280,33 @@ impl Worker {
 
     fn process(&mut self, job: CompareJob) {
         let cmp = job.comparator.clone();
-        if let ShadowAnswer::Answered(s) = &job.shadow
-            && cmp.quick_match(&job.primary, s)
-        {
-            job.counts
-                .observe_delta(s.latency_ms - job.primary.latency_ms);
+        let quick_shadow =
+            matches!(&job.shadow, ShadowAnswer::Answered(s) if cmp.quick_match(&job.primary, s));
+        let quick_noise = match &job.noise {
+            Some(ShadowAnswer::Answered(n)) => Some(cmp.quick_match(&job.primary, n)),
+            _ => None,
+        };
+        if quick_shadow && quick_noise != Some(false) {
+            if let ShadowAnswer::Answered(s) = &job.shadow {
+                job.counts
+                    .observe_delta(s.latency_ms - job.primary.latency_ms);
+            }
+            if quick_noise.is_some() {
+                job.counts.add_noise_checked();
+            }
             job.counts.add(Outcome::Match);
             return;
         }
         let cap = self.config.max_body_bytes;
         let limit = self.config.decode_limit;
         let primary = cmp.prepare(job.primary, &self.redactor, limit);
+        // Diffy's noise check: the primary against itself.
+        if let Some(ShadowAnswer::Answered(n)) = job.noise {
+            let again = cmp.prepare(n, &self.redactor, limit);
+            let (noise, _) = cmp.compare(&primary, &again);
+            self.aggregate_noise(&job.route, &noise, job.time_ms);
+            job.counts.add_noise_checked();
+        }
         let (outcome, shadow_side, differences, total) = match job.shadow {
             ShadowAnswer::Answered(c) => {
                 let shadow = cmp.prepare(c, &self.redactor, limit);
@@ -293,6 +344,9 @@ impl Worker {
             job.counts.add(outcome);
             return;
         }
+        if outcome == Outcome::Mismatch {
+            self.signature(&job.route, &differences);
+        }
         let id = Uuid::now_v7().to_string();
         let write = self.should_write(&job.route, &differences, job.time_ms);
         self.aggregate(&job.route, &differences, job.time_ms, write.then_some(&id));
@@ -307,6 +361,7 @@ impl Worker {
                 shadow: shadow_side,
                 differences,
                 differences_total: total,
+                hidden: 0,
                 outcome,
             };
             if let Err(e) = self.store.put(&record) {
@@ -315,6 +370,44 @@ impl Worker {
         }
         // Counted last: whoever sees the count sees the aggregates too.
         job.counts.add(outcome);
+    }
+
+    /// Counts the set of fields one mismatching request differed in.
+    fn signature(&mut self, route: &str, diffs: &[Difference]) {
+        let fields: BTreeSet<(String, String)> = diffs
+            .iter()
+            .map(|d| (d.kind.as_str().to_string(), d.field.clone()))
+            .collect();
+        let mut key: Vec<(String, String)> = fields.into_iter().collect();
+        let mut all = lock(&self.inner.signatures);
+        let sigs = all.entry(route.to_string()).or_default();
+        if !sigs.contains_key(&key) && sigs.len() >= MAX_SIGNATURES {
+            key = vec![("other".to_string(), "*".to_string())];
+        }
+        *sigs.entry(key).or_insert(0) += 1;
+        self.dirty_sigs.insert(route.to_string());
+    }
+
+    /// Counts each field where the primary differed from itself.
+    fn aggregate_noise(&mut self, route: &str, diffs: &[Difference], time_ms: u64) {
+        let keys: BTreeSet<FieldKey> = diffs
+            .iter()
+            .map(|d| {
+                (
+                    route.to_string(),
+                    d.kind.as_str().to_string(),
+                    d.field.clone(),
+                )
+            })
+            .collect();
+        let mut fields = lock(&self.inner.fields);
+        for key in keys {
+            let agg = fields
+                .entry(key.clone())
+                .or_insert_with(|| new_agg(&key, time_ms));
+            agg.noise_count += 1;
+            self.dirty.insert(key);
+        }
     }
 
     /// Within the route's records-per-second budget, or a field still
@@ -359,15 +452,12 @@ impl Worker {
             .collect();
         let mut fields = lock(&self.inner.fields);
         for key in keys {
-            let agg = fields.entry(key.clone()).or_insert_with(|| FieldAgg {
-                route: key.0.clone(),
-                kind: key.1.clone(),
-                field: key.2.clone(),
-                count: 0,
-                first_seen_ms: time_ms,
-                last_seen_ms: time_ms,
-                examples: Vec::new(),
-            });
+            let agg = fields
+                .entry(key.clone())
+                .or_insert_with(|| new_agg(&key, time_ms));
+            if agg.count == 0 {
+                agg.first_seen_ms = time_ms;
+            }
             agg.count += 1;
             agg.last_seen_ms = agg.last_seen_ms.max(time_ms);
             if let Some(id) = id {
@@ -379,4 +469,34 @@ impl Worker {
             self.dirty.insert(key);
         }
     }
+}
+
+fn new_agg(key: &FieldKey, time_ms: u64) -> FieldAgg {
+    FieldAgg {
+        route: key.0.clone(),
+        kind: key.1.clone(),
+        field: key.2.clone(),
+        count: 0,
+        noise_count: 0,
+        first_seen_ms: time_ms,
+        last_seen_ms: time_ms,
+        examples: Vec::new(),
+    }
+}
+
+type SignatureMap = BTreeMap<String, BTreeMap<Vec<(String, String)>, u64>>;
+
+fn signature_lists(all: &SignatureMap) -> BTreeMap<String, Vec<Signature>> {
+    all.iter()
+        .map(|(route, sigs)| {
+            let list = sigs
+                .iter()
+                .map(|(fields, count)| Signature {
+                    fields: fields.clone(),
+                    count: *count,
+                })
+                .collect();
+            (route.clone(), list)
+        })
+        .collect()
 }

@@ -90,9 +90,17 @@ pub struct DiffRecord {
     pub differences: Vec<Difference>,
     /// All differences found; `differences` keeps the first 100.
     pub differences_total: usize,
+    /// Differences this listing leaves out as noise or ignored (listings
+    /// without `all=true`); `differences_total` no longer counts them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hidden: usize,
     pub outcome: Outcome,
 }
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -4,7 +4,7 @@
 //! Trees: `diffs` (UUID v7 bytes -> record JSON, so keys sort by time),
 //! `diffs_by_route` (route, NUL, id -> nothing), `diff_fields` (route, NUL,
 //! kind, NUL, field -> [`FieldAgg`]) and `shadow_counts` (route ->
-//! [`CountSnapshot`]). Retention: at most `max_diffs` records and none older
+//! [`CountSnapshot`]), `diff_signatures` (route -> [`Signature`]s). Retention: at most `max_diffs` records and none older
 //! than `diff_ttl`; aggregates and counters keep counting. Only the pipeline
 //! thread writes (aggregates and counters are kept in memory and saved every
 //! second); the admin API reads records concurrently.
@@ -37,11 +37,26 @@ pub struct FieldAgg {
     pub kind: String,
     /// The field path, array indices folded into `*`.
     pub field: String,
+    /// Requests where the primary and shadow differed here.
     pub count: u64,
+    /// Noise-checked requests where the primary differed from itself here.
+    #[serde(default)]
+    pub noise_count: u64,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
     /// Up to [`EXAMPLES`] record ids, newest last.
     pub examples: Vec<String>,
+}
+
+/// How many mismatching requests differed in exactly this set of fields.
+/// Kept per route, so that when ignore rules or noise verdicts change the
+/// real mismatch count is recomputed exactly, for every request ever
+/// compared, not only the stored ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signature {
+    /// (kind, field) pairs, sorted.
+    pub fields: Vec<(String, String)>,
+    pub count: u64,
 }
 
 /// Where diffs live.
@@ -60,6 +75,8 @@ pub trait DiffStore: Send + Sync + std::fmt::Debug {
     fn load_fields(&self) -> Result<Vec<FieldAgg>, StoreError>;
     /// Saves (replaces) these aggregates.
     fn save_fields(&self, fields: &[FieldAgg]) -> Result<(), StoreError>;
+    fn load_signatures(&self) -> Result<BTreeMap<String, Vec<Signature>>, StoreError>;
+    fn save_signatures(&self, route: &str, sigs: &[Signature]) -> Result<(), StoreError>;
     fn load_counts(&self) -> Result<BTreeMap<String, CountSnapshot>, StoreError>;
     fn save_counts(&self, counts: &BTreeMap<String, CountSnapshot>) -> Result<(), StoreError>;
     /// Drops records older than the TTL; returns how many.
@@ -80,6 +97,7 @@ pub struct SledDiffStore {
     by_route: sled::Tree,
     fields: sled::Tree,
     counts: sled::Tree,
+    signatures: sled::Tree,
     held: AtomicU64,
     max_diffs: u64,
     ttl: Duration,
@@ -94,6 +112,7 @@ impl SledDiffStore {
             by_route: db.open_tree("diffs_by_route")?,
             fields: db.open_tree("diff_fields")?,
             counts: db.open_tree("shadow_counts")?,
+            signatures: db.open_tree("diff_signatures")?,
             diffs,
             held,
             max_diffs,
@@ -231,6 +250,23 @@ impl DiffStore for SledDiffStore {
         Ok(())
     }
 
+    fn load_signatures(&self) -> Result<BTreeMap<String, Vec<Signature>>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.signatures.iter() {
+            let (k, v) = item?;
+            let sigs: Vec<Signature> =
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), sigs);
+        }
+        Ok(out)
+    }
+
+    fn save_signatures(&self, route: &str, sigs: &[Signature]) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(sigs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.signatures.insert(route.as_bytes(), v)?;
+        Ok(())
+    }
+
     fn load_counts(&self) -> Result<BTreeMap<String, CountSnapshot>, StoreError> {
         let mut out = BTreeMap::new();
         for item in self.counts.iter() {
@@ -318,6 +354,7 @@ mod tests {
                 },
             ],
             differences_total: 2,
+            hidden: 0,
             outcome: Outcome::Mismatch,
         }
     }
@@ -352,6 +389,7 @@ mod tests {
             kind: "body".into(),
             field: "/items/*/total".into(),
             count: 4,
+            noise_count: 1,
             first_seen_ms: 1000,
             last_seen_ms: 1006,
             examples: vec![ids[6].clone()],
