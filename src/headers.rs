@@ -13,46 +13,90 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Removes hop-by-hop headers, including every header named in Connection.
-/// One pass over the names first: most messages have none or one.
+/// One pass over the names first: most messages have none, or only a
+/// `Connection: keep-alive` whose token is itself a fixed hop-by-hop name.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
+    // Bit i set: the i-th fixed hop-by-hop name (see `hop_by_hop`) is present.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop(name.as_str().as_bytes()) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .chain(
-            headers
-                .keys()
-                .filter(|n| is_hop_by_hop(n.as_str()))
-                .cloned(),
-        )
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Names listed in Connection that are not fixed hop-by-hop names (those
+    // go below anyway): rare, so collected only when there are any.
+    if present & 1 != 0 {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            // The usual case, `Connection: keep-alive`, without splitting.
+            if hop_by_hop_ignore_case(value.as_bytes()).is_some() {
+                continue;
+            }
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if hop_by_hop_ignore_case(token).is_some() {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    named.push(name);
+                }
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    let fixed: [&HeaderName; 9] = [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ];
+    for (i, name) in fixed.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
 }
 
-/// Whether a (lowercase) header name is hop-by-hop. A match on the string is
-/// far cheaper than comparing `HeaderName`s one by one.
+/// Which fixed hop-by-hop name a (lowercase) header name is, if any; the
+/// index is the name's place in `strip_hop_by_hop`'s list. A match on the
+/// bytes is far cheaper than comparing `HeaderName`s one by one.
 #[inline]
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+fn hop_by_hop(name: &[u8]) -> Option<u32> {
+    Some(match name {
+        b"connection" => 0,
+        b"keep-alive" => 1,
+        b"proxy-connection" => 2,
+        b"proxy-authenticate" => 3,
+        b"proxy-authorization" => 4,
+        b"te" => 5,
+        b"trailer" => 6,
+        b"transfer-encoding" => 7,
+        b"upgrade" => 8,
+        _ => return None,
+    })
+}
+
+/// `hop_by_hop` for a Connection token, whose case is not normalised.
+fn hop_by_hop_ignore_case(token: &[u8]) -> Option<u32> {
+    let mut buf = [0u8; 20];
+    let lower = buf.get_mut(..token.len())?;
+    lower.copy_from_slice(token);
+    lower.make_ascii_lowercase();
+    hop_by_hop(lower)
 }
 
 /// Appends `VERSION strangler` to Via.
@@ -68,12 +112,15 @@ pub fn append_via(headers: &mut HeaderMap, version: Version) {
 /// Appends `value` to a comma-separated list header, joining earlier
 /// values into one; without earlier values it is just inserted.
 fn append_value(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
-    let Some(existing) = headers.get(name) else {
-        headers.insert(name.clone(), value.clone());
-        return;
+    let mut entry = match headers.entry(name) {
+        header::Entry::Vacant(v) => {
+            v.insert(value.clone());
+            return;
+        }
+        header::Entry::Occupied(o) => o,
     };
-    let mut joined = String::with_capacity(existing.len() + value.len() + 2);
-    for v in headers.get_all(name).iter().chain(std::iter::once(value)) {
+    let mut joined = String::new();
+    for v in entry.iter().chain(std::iter::once(value)) {
         if let Ok(s) = v.to_str() {
             if !joined.is_empty() {
                 joined.push_str(", ");
@@ -82,7 +129,7 @@ fn append_value(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue)
         }
     }
     if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert(name.clone(), v);
+        entry.insert(v);
     }
 }
 
@@ -121,7 +168,7 @@ pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: &HeaderValue,
     tls: bool,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
     trusted_hops: u32,
     version: Version,
 ) {
@@ -134,9 +181,9 @@ pub fn set_forwarded(
         );
     }
     if !(trust && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        match host {
             Some(h) => {
-                headers.insert(X_FORWARDED_HOST.clone(), h);
+                headers.insert(X_FORWARDED_HOST.clone(), h.clone());
             }
             None => {
                 headers.remove(&X_FORWARDED_HOST);
@@ -238,6 +285,25 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_tokens_match_in_any_case_and_plain_keep_alive_is_cheap() {
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("Keep-Alive"));
+        h.append("connection", HeaderValue::from_static(" X-Secret ,Upgrade"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -55,7 +55,11 @@ pub async fn handle(
     }
 
     let host_value = match request_host(&parts) {
-        Ok(h) => h.and_then(|h| HeaderValue::from_str(h).ok()),
+        // The Host header's own value when that is the host (no copy).
+        Ok(h) => h.and_then(|h| match parts.headers.get(header::HOST) {
+            Some(v) if v.as_bytes() == h.as_bytes() => Some(v.clone()),
+            _ => HeaderValue::from_str(h).ok(),
+        }),
         Err(e) => refuse!(None, e),
     };
     if method == http::Method::CONNECT {
@@ -118,7 +122,7 @@ pub async fn handle(
         &mut parts.headers,
         &peer_ip,
         shared.tls,
-        host_value.as_ref().and_then(|v| v.to_str().ok()),
+        host_value.as_ref(),
         trusted_hops,
         client_version,
     );
