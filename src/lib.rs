@@ -21,4 +21,5 @@ pub mod server;
 pub mod shadow;
 pub mod state;
 pub mod stats;
+pub mod timer;
 pub mod upstream;

@@ -229,7 +229,7 @@ pub async fn handle(
         // The upstream sees origin-form: path and query byte for byte.
         *up.uri_mut() = Uri::from(path_and_query.clone());
         pool.start_request(i);
-        let result = tokio::time::timeout(timeout, pool.send(i, up)).await;
+        let result = shared.sleeps.timeout(timeout, pool.send(i, up)).await;
         pool.end_request(i);
         match result {
             Ok(Ok(resp)) => {

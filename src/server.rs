@@ -22,7 +22,10 @@ fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     let listen = &live.config().listen;
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
+        // The header read timeout is armed for every request: pooled sleeps.
+        .timer(crate::timer::PooledTimer {
+            pool: shared.sleeps.clone(),
+        })
         .header_read_timeout(listen.header_read_timeout)
         .max_buf_size(listen.max_header_bytes.max(8192))
         .max_headers(listen.max_headers)

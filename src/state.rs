@@ -105,6 +105,8 @@ pub struct Shared {
     pub stats: Registry,
     /// Shadow traffic and the diff pipeline; None without a store.
     pub shadow: Option<Arc<ShadowRuntime>>,
+    /// Sleeps for request timeouts, reused (see `crate::timer`).
+    pub sleeps: Arc<crate::timer::SleepPool>,
 }
 
 impl Shared {
@@ -176,6 +178,7 @@ impl Shared {
             write_lock: tokio::sync::Mutex::new(()),
             stats,
             shadow,
+            sleeps: Arc::default(),
         })
     }
 
