@@ -151,7 +151,7 @@ pub async fn handle(
     let may_retry_sent = idempotent(&method) && body_empty;
     let mut retries_left = route.map_or(0, |r| r.retries);
     let mut connect_retry_used = false;
-    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    let mut tried = Tried::default();
     let mut request_body = if body_empty {
         ProxyBody::Empty
     } else {
@@ -221,7 +221,7 @@ pub async fn handle(
         };
     }
     loop {
-        let i = match pool.pick(&tried) {
+        let i = match pool.pick(tried.as_slice()) {
             Ok(i) => i,
             Err(_) => answer!(ProxyError::NoHealthyInstance.response(route_name, upstream_name)),
         };
@@ -263,7 +263,7 @@ pub async fn handle(
             Ok(Err(SendError::Connect(msg, back))) => {
                 pool.record_failure(i);
                 // Nothing was sent: try one other instance with the same request.
-                if !connect_retry_used && pool.has_other(&tried) {
+                if !connect_retry_used && pool.has_other(tried.as_slice()) {
                     connect_retry_used = true;
                     up = *back;
                     continue;
@@ -274,7 +274,7 @@ pub async fn handle(
                 pool.record_failure(i);
                 if may_retry_sent && retries_left > 0 {
                     retries_left -= 1;
-                    if !pool.has_other(&tried) {
+                    if !pool.has_other(tried.as_slice()) {
                         tried.clear();
                     }
                     // Only body-less requests get here, so nothing is lost.
@@ -294,6 +294,42 @@ pub async fn handle(
                 answer!(ProxyError::UpstreamTimeout(timeout).response(route_name, upstream_name));
             }
         }
+    }
+}
+
+/// The instances tried for one request: inline while there are few (no
+/// allocation per request), on the heap beyond that.
+#[derive(Default)]
+struct Tried {
+    inline: [usize; 4],
+    len: usize,
+    spilled: Vec<usize>,
+}
+
+impl Tried {
+    fn push(&mut self, i: usize) {
+        if self.spilled.is_empty() && self.len < self.inline.len() {
+            self.inline[self.len] = i;
+            self.len += 1;
+        } else {
+            if self.spilled.is_empty() {
+                self.spilled.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spilled.push(i);
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.spilled.clear();
     }
 }
 
@@ -352,4 +388,22 @@ fn finish(
         );
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tried;
+
+    #[test]
+    fn tried_spills_past_four_and_clears() {
+        let mut t = Tried::default();
+        for i in 0..6 {
+            t.push(i);
+            assert_eq!(t.as_slice(), (0..=i).collect::<Vec<_>>().as_slice());
+        }
+        t.clear();
+        assert!(t.as_slice().is_empty());
+        t.push(9);
+        assert_eq!(t.as_slice(), &[9]);
+    }
 }

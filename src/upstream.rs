@@ -203,17 +203,22 @@ impl UpstreamPool {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn available(&self, i: usize, now: u64) -> bool {
+    /// Healthy and not ejected. The clock is read only for an instance that
+    /// has been ejected (`ejected_until` is 0 for one never ejected).
+    fn available(&self, i: usize) -> bool {
         let inst = &self.instances[i];
-        inst.healthy.load(Ordering::Relaxed) && inst.ejected_until.load(Ordering::Relaxed) <= now
+        if !inst.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = inst.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= self.now_ms()
     }
 
     /// Picks an instance by the upstream's balance, skipping ejected and
     /// unhealthy ones and those in `exclude`.
     pub fn pick(&self, exclude: &[usize]) -> Result<usize, PickError> {
         let n = self.instances.len();
-        let now = self.now_ms();
-        let ok = |i: usize| !exclude.contains(&i) && self.available(i, now);
+        let ok = |i: usize| !exclude.contains(&i) && self.available(i);
         let chosen = match self.config.balance {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -244,8 +249,7 @@ impl UpstreamPool {
 
     /// Whether there is an instance besides those in `exclude` worth trying.
     pub fn has_other(&self, exclude: &[usize]) -> bool {
-        let now = self.now_ms();
-        (0..self.instances.len()).any(|i| !exclude.contains(&i) && self.available(i, now))
+        (0..self.instances.len()).any(|i| !exclude.contains(&i) && self.available(i))
     }
 
     pub fn start_request(&self, i: usize) {
@@ -272,7 +276,7 @@ impl UpstreamPool {
             return;
         }
         let now = self.now_ms();
-        let others_available = (0..self.instances.len()).any(|j| j != i && self.available(j, now));
+        let others_available = (0..self.instances.len()).any(|j| j != i && self.available(j));
         if others_available {
             let until = now + self.config.eject_for.as_millis() as u64;
             inst.ejected_until.store(until, Ordering::Relaxed);
@@ -386,7 +390,7 @@ impl UpstreamPool {
 
     /// Whether instance `i` takes traffic now: healthy and not ejected.
     pub fn is_available(&self, i: usize) -> bool {
-        self.available(i, self.now_ms())
+        self.available(i)
     }
 
     /// Runs the active health check until the pool is dropped everywhere
