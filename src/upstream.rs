@@ -366,7 +366,10 @@ impl UpstreamPool {
                     }
                     (c, false)
                 }
-                None => match self.connect(i).await {
+                // Boxed: connecting (TCP, maybe TLS, handshake) is rare per
+                // request, and inline its state would make every request's
+                // future (moved around by hyper) several times larger.
+                None => match Box::pin(self.connect(i)).await {
                     Ok(c) => (c, true),
                     Err(e) => return Err(SendError::Connect(e, Box::new(req))),
                 },
