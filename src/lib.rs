@@ -12,6 +12,7 @@ pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod diffs_cmd;
+pub mod drain;
 pub mod error;
 pub mod explain_cmd;
 pub mod headers;

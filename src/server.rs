@@ -10,10 +10,10 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::drain::Drain;
 use crate::state::Shared;
 
 /// Connection settings taken from `[listen]`.
@@ -50,7 +50,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> bool {
     let builder = Arc::new(builder(&shared));
-    let graceful = GracefulShutdown::new();
+    let graceful = Drain::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -96,7 +96,7 @@ fn serve_connection(
     shared: &Arc<Shared>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     tls: Option<&TlsAcceptor>,
-    graceful: &GracefulShutdown,
+    graceful: &Drain,
 ) {
     let shared2 = shared.clone();
     // The peer's address as a header value, made once per connection.
@@ -119,7 +119,7 @@ fn serve_connection(
         Some(acceptor) => {
             let acceptor = acceptor.clone();
             let builder = builder.clone();
-            let watcher = graceful.watcher();
+            let ticket = graceful.ticket();
             let handshake_timeout = shared.live.load().config().listen.header_read_timeout;
             tokio::spawn(async move {
                 let tls_stream =
@@ -137,7 +137,7 @@ fn serve_connection(
                 let conn = builder
                     .serve_connection(TokioIo::new(tls_stream), service)
                     .into_owned();
-                if let Err(e) = watcher.watch(conn).await {
+                if let Err(e) = ticket.watch(conn).await {
                     tracing::debug!(%peer, "connection ended with error: {e}");
                 }
             });
