@@ -21,19 +21,35 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-/// Sleeps kept for reuse at most.
-const MAX_POOLED: usize = 1024;
+/// Sleeps kept for reuse at most, per shard.
+const MAX_POOLED: usize = 256;
+/// Shards of the pool, so that runtime workers rarely share a lock.
+const SHARDS: usize = 8;
 
 /// Finished sleeps, ready for reuse.
 #[derive(Debug, Default)]
 pub struct SleepPool {
-    free: Mutex<Vec<Pin<Box<Sleep>>>>,
+    shards: [Shard; SHARDS],
+}
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(Mutex<Vec<Pin<Box<Sleep>>>>);
+
+/// This thread's shard.
+fn shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 impl SleepPool {
     /// A sleep until `deadline`, reused when one is free.
     pub fn sleep_until(self: &Arc<Self>, deadline: Instant) -> PooledSleep {
-        let reused = self.free.lock().ok().and_then(|mut v| v.pop());
+        let reused = self.shards[shard()].0.lock().ok().and_then(|mut v| v.pop());
         let sleep = match reused {
             Some(mut s) => {
                 s.as_mut().reset(deadline);
@@ -48,7 +64,7 @@ impl SleepPool {
     }
 
     fn put(&self, sleep: Pin<Box<Sleep>>) {
-        if let Ok(mut v) = self.free.lock()
+        if let Ok(mut v) = self.shards[shard()].0.lock()
             && v.len() < MAX_POOLED
         {
             v.push(sleep);
@@ -166,7 +182,12 @@ mod tests {
         assert!(start.elapsed() >= ms(100));
         // A future that finishes first wins, and its sleep goes back.
         assert_eq!(pool.timeout(ms(100), async { 7 }).await, Ok(7));
-        assert_eq!(pool.free.lock().map(|v| v.len()).unwrap_or(0), 1);
+        let pooled: usize = pool
+            .shards
+            .iter()
+            .map(|s| s.0.lock().map_or(0, |v| v.len()))
+            .sum();
+        assert_eq!(pooled, 1);
         // Registered for a late deadline, then reused for an earlier one.
         let mut late = pool.sleep_until(Instant::now() + Duration::from_secs(60));
         std::future::poll_fn(|cx| {
