@@ -132,6 +132,12 @@ pub enum Command {
     },
     /// Restore the runtime layer as it was right after VERSION (a new version).
     Revert { version: u64 },
+    /// The terminal UI: routes, mismatches and history, with actions.
+    Tui {
+        /// How often to refresh from the admin API.
+        #[arg(long, default_value = "1s")]
+        refresh: String,
+    },
     /// Shadow comparison results: each route's summary and the latest diffs.
     Diffs {
         #[command(subcommand)]
@@ -259,6 +265,7 @@ pub fn main() -> ExitCode {
                 crate::explain_cmd::run(&method, &url, &headers, &config, json)
             }
         }
+        Command::Tui { refresh } => tui(&cli.admin, cli.actor.clone(), &refresh),
         other => {
             let c = match admin_client(&cli.admin, cli.actor.clone()) {
                 Ok(c) => c,
@@ -328,6 +335,37 @@ fn control(c: &crate::admin_client::AdminClient, command: Command) -> ExitCode {
         } => crate::diffs_cmd::list(c, route.as_deref(), usize::from(limit), all, json),
         Command::Reload => ctl::reload(c),
         _ => ExitCode::from(1),
+    }
+}
+
+fn tui(admin: &str, actor: Option<String>, refresh: &str) -> ExitCode {
+    let refresh = match strangler_rules::config::parse_duration(refresh) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            eprintln!("invalid --refresh \"{refresh}\": give a duration such as 1s or 500ms");
+            return ExitCode::from(1);
+        }
+    };
+    let lower = admin.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        eprintln!("invalid --admin URL \"{admin}\": give http://HOST:PORT");
+        return ExitCode::from(1);
+    }
+    let opts = strangler_tui::Options {
+        admin: admin.trim_end_matches('/').to_string(),
+        token: std::env::var("STRANGLER_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        actor: actor.unwrap_or_else(crate::admin_client::default_actor),
+        refresh,
+        colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    };
+    match strangler_tui::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
     }
 }
 

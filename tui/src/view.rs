@@ -1,0 +1,152 @@
+//! The TUI's own view of the admin API's JSON (SPEC section 5): only what
+//! it shows, every field defaulted so an older or newer proxy still parses.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    pub version: u64,
+    pub default_upstream: String,
+    pub routes: Vec<RouteView>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RouteView {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: String,
+    pub split: BTreeMap<String, f64>,
+    pub file_split: BTreeMap<String, f64>,
+    #[serde(rename = "override")]
+    pub overridden: bool,
+    pub rolled_back: bool,
+    pub sticky: Option<String>,
+    pub shadow: Option<ShadowView>,
+    pub requests: u64,
+    pub mismatch_rate: f64,
+    pub shadow_compared: u64,
+    pub upstreams: BTreeMap<String, UpstreamStats>,
+}
+
+impl RouteView {
+    /// The route's one upstream besides the default, if there is exactly
+    /// one (what `+` / `-` shift).
+    pub fn new_upstream(&self, default: &str) -> Option<String> {
+        let mut names: Vec<&String> = self
+            .split
+            .keys()
+            .chain(self.file_split.keys())
+            .filter(|n| n.as_str() != default)
+            .collect();
+        names.sort();
+        names.dedup();
+        match names.as_slice() {
+            [one] => Some((*one).clone()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ShadowView {
+    pub enabled: bool,
+    pub upstream: String,
+    pub percent: f64,
+    #[serde(rename = "override")]
+    pub overridden: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct UpstreamStats {
+    pub rps: f64,
+    pub error_rate: f64,
+    pub p99_ms: f64,
+    pub requests: u64,
+}
+
+/// `GET /api/v1/diffs/summary`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    pub routes: Vec<RouteSummary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RouteSummary {
+    pub route: String,
+    pub compared: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub shadow_errors: u64,
+    pub shadow_timeouts: u64,
+    pub mismatch_rate: f64,
+    pub fields: Vec<FieldView>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct FieldView {
+    pub path: String,
+    pub kind: String,
+    pub count: u64,
+    pub raw_rate: f64,
+    pub noise_rate: f64,
+    pub noise: Option<bool>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub examples: Vec<String>,
+}
+
+/// `GET /api/v1/history`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct History {
+    pub versions: Vec<VersionView>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct VersionView {
+    pub version: u64,
+    pub time: String,
+    pub actor: String,
+    pub reason: String,
+    pub route: Option<String>,
+    pub change: Value,
+}
+
+/// `GET /api/v1/diffs/{id}`: kept as JSON, shown as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiffRecord(pub Value);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_the_proxy_sends_and_ignores_the_rest() {
+        let s: Status = serde_json::from_str(
+            r#"{"version": 3, "default_upstream": "monolith", "extra": 1,
+                "routes": [{"name": "orders", "match": "path prefix /api", "split": {"orders": 25, "monolith": 75},
+                            "file_split": {"orders": 10, "monolith": 90}, "override": true,
+                            "shadow": {"enabled": true, "upstream": "orders", "percent": 100},
+                            "upstreams": {"orders": {"rps": 1.5, "error_rate": 0.0, "p99_ms": 3.0}}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.routes[0].split["orders"], 25.0);
+        assert!(s.routes[0].overridden);
+        assert_eq!(
+            s.routes[0].new_upstream("monolith").as_deref(),
+            Some("orders")
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! Every view drawn on ratatui's `TestBackend`, at 80x24 and 160x48,
+//! compared with insta snapshots (without colour: what NO_COLOR users see,
+//! and what the text of the screen is).
+
+mod common;
+use common as fixtures;
+
+use insta::assert_snapshot;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use strangler_tui::app::{App, Effect, Key, Update};
+use strangler_tui::view::DiffRecord;
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| strangler_tui::ui::draw(f, app)).unwrap();
+    format!("{}", t.backend())
+}
+
+fn keys(app: &mut App, keys: &[Key]) {
+    for &k in keys {
+        if let Some(Effect::LoadDiff(_)) = app.handle_key(k) {
+            app.apply(Update::Diff(Ok(DiffRecord(fixtures::record()))));
+        }
+    }
+}
+
+#[test]
+fn routes_view() {
+    let app = fixtures::loaded();
+    assert_snapshot!("routes_80x24", screen(&app, 80, 24));
+    assert_snapshot!("routes_160x48", screen(&app, 160, 48));
+}
+
+#[test]
+fn mismatches_view() {
+    let mut app = fixtures::loaded();
+    keys(&mut app, &[Key::Char('2')]);
+    assert_snapshot!("mismatches_80x24", screen(&app, 80, 24));
+    assert_snapshot!("mismatches_160x48", screen(&app, 160, 48));
+}
+
+#[test]
+fn detail_view() {
+    let mut app = fixtures::loaded();
+    keys(&mut app, &[Key::Char('2'), Key::Enter, Key::Enter]);
+    assert_snapshot!("detail_80x24", screen(&app, 80, 24));
+    assert_snapshot!("detail_160x48", screen(&app, 160, 48));
+}
+
+#[test]
+fn history_view() {
+    let mut app = fixtures::loaded();
+    keys(&mut app, &[Key::Char('3')]);
+    assert_snapshot!("history_80x24", screen(&app, 80, 24));
+    assert_snapshot!("history_160x48", screen(&app, 160, 48));
+}
+
+#[test]
+fn confirmation_help_and_disconnected() {
+    let mut app = fixtures::loaded();
+    keys(&mut app, &[Key::Char('r')]);
+    assert_snapshot!("confirm_80x24", screen(&app, 80, 24));
+    let mut app = fixtures::loaded();
+    keys(&mut app, &[Key::Char('?')]);
+    assert_snapshot!("help_80x24", screen(&app, 80, 24));
+    let mut app = fixtures::loaded();
+    app.apply(Update::Disconnected("connection refused".into()));
+    assert_snapshot!("disconnected_80x24", screen(&app, 80, 24));
+}
