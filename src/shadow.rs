@@ -165,7 +165,7 @@ pub struct Pending {
 
 impl Pending {
     /// The key for keyed hashes of long bodies.
-    pub fn key(&self) -> &HashKey {
+    pub fn key(&self) -> &Arc<HashKey> {
         self.runtime.pipeline.redactor.key()
     }
 }
@@ -361,7 +361,7 @@ impl TeeBody {
     pub fn request(
         inner: ProxyBody,
         cap: usize,
-        key: &HashKey,
+        key: &Arc<HashKey>,
         tx: oneshot::Sender<Option<Bytes>>,
     ) -> ProxyBody {
         Self::wrap(inner, BodyCapture::new(cap, key), TeeSink::Request(tx))
@@ -371,7 +371,7 @@ impl TeeBody {
     pub fn response(
         inner: ProxyBody,
         cap: usize,
-        key: &HashKey,
+        key: &Arc<HashKey>,
         tx: oneshot::Sender<Captured>,
         status: u16,
         headers: &HeaderMap,

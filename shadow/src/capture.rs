@@ -40,7 +40,7 @@ impl Captured {
 pub struct BodyCapture {
     cap: usize,
     buf: BytesMut,
-    key: hmac::Key,
+    key: std::sync::Arc<hmac::Key>,
     hash: Option<hmac::Context>,
     len: u64,
 }
@@ -55,7 +55,8 @@ impl std::fmt::Debug for BodyCapture {
 }
 
 impl BodyCapture {
-    pub fn new(cap: usize, key: &hmac::Key) -> Self {
+    /// `key` is shared, not copied: a capture per shadowed answer is cheap.
+    pub fn new(cap: usize, key: &std::sync::Arc<hmac::Key>) -> Self {
         BodyCapture {
             cap,
             buf: BytesMut::new(),
@@ -154,7 +155,7 @@ mod tests {
 
     #[test]
     fn captures_a_prefix_and_hashes_a_long_body_whole() {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let key = std::sync::Arc::new(hmac::Key::new(hmac::HMAC_SHA256, b"k"));
         let mut c = BodyCapture::new(4, &key);
         c.push(b"abc");
         c.push(b"def");

@@ -21,7 +21,7 @@ pub const ALWAYS: &[&str] = &[
 
 /// Holds the in-memory HMAC key.
 pub struct Redactor {
-    key: hmac::Key,
+    key: std::sync::Arc<hmac::Key>,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -36,12 +36,12 @@ impl Redactor {
         let mut key = [0u8; 32];
         rand::fill(&mut key).map_err(|_| "cannot draw a random redaction key".to_string())?;
         Ok(Redactor {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            key: std::sync::Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &key)),
         })
     }
 
     /// The in-memory key, for keyed hashes of bodies.
-    pub fn key(&self) -> &hmac::Key {
+    pub fn key(&self) -> &std::sync::Arc<hmac::Key> {
         &self.key
     }
 
