@@ -764,6 +764,7 @@ pub fn status(shared: &Arc<Shared>) -> Value {
     }
     json!({
         "version": live.version,
+        "proxy": shared.proxy_addr.get(),
         "default_upstream": config.upstream(config.default_upstream).name,
         "routes": routes,
         "unmatched": {"upstreams": default_upstreams},

@@ -193,6 +193,7 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     spawn_reload_on_sighup(shared.clone());
     let shutdown = shutdown_signal();
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let _ = shared.proxy_addr.set(format!("{scheme}://{bound}"));
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

@@ -105,6 +105,8 @@ pub struct Shared {
     pub stats: Registry,
     /// Shadow traffic and the diff pipeline; None without a store.
     pub shadow: Option<Arc<ShadowRuntime>>,
+    /// Where the proxy listens (`http://127.0.0.1:8080`), once bound.
+    pub proxy_addr: std::sync::OnceLock<String>,
     /// Sleeps for request timeouts, reused (see `crate::timer`).
     pub sleeps: Arc<crate::timer::SleepPool>,
 }
@@ -178,6 +180,7 @@ impl Shared {
             write_lock: tokio::sync::Mutex::new(()),
             stats,
             shadow,
+            proxy_addr: std::sync::OnceLock::new(),
             sleeps: Arc::default(),
         })
     }

@@ -19,6 +19,7 @@ pub enum Key {
     PageUp,
     PageDown,
     Tab,
+    BackTab,
     Backspace,
 }
 
@@ -65,6 +66,8 @@ pub enum Connection {
     Connected,
     /// Gone: the last data stays on screen; the poller keeps trying.
     Disconnected(String),
+    /// The admin API answered but refused (a wrong token, say).
+    Refused(String),
 }
 
 /// What the runner should do for a key.
@@ -83,6 +86,7 @@ pub enum Update {
         history: Option<History>,
     },
     Disconnected(String),
+    Refused(String),
     Done(Result<String, ApiError>),
     Diff(Result<DiffRecord, ApiError>),
 }
@@ -114,8 +118,15 @@ pub struct App {
     pub detail: Option<DiffRecord>,
     /// First line shown of the detail view.
     pub scroll: usize,
-    /// The last result or error, for the status line.
+    /// The last result or error, for the status line (until the next key).
     pub message: Option<(String, bool)>,
+    /// What the pending confirmation will do, in words.
+    pub confirm_text: String,
+    /// What is selected, by identity: lists reorder as data refreshes.
+    route_key: Option<String>,
+    field_key: Option<(String, String, String)>,
+    example_key: Option<String>,
+    version_key: Option<u64>,
     pub colour: bool,
     pub quit: bool,
 }
@@ -142,6 +153,11 @@ impl App {
             detail: None,
             scroll: 0,
             message: None,
+            confirm_text: String::new(),
+            route_key: None,
+            field_key: None,
+            example_key: None,
+            version_key: None,
             colour,
             quit: false,
         }
@@ -160,6 +176,12 @@ impl App {
                     || self.status.as_ref() != Some(&status)
                     || (summary.is_some() && summary != self.summary)
                     || (history.is_some() && history != self.history);
+                if self.connection != Connection::Connected
+                    && self.message.as_ref().is_some_and(|m| m.1)
+                {
+                    // Back: an error about reaching the proxy is stale.
+                    self.message = None;
+                }
                 self.connection = Connection::Connected;
                 self.status = Some(status);
                 if summary.is_some() {
@@ -168,7 +190,13 @@ impl App {
                 if history.is_some() {
                     self.history = history;
                 }
-                self.clamp();
+                self.restore();
+                changed
+            }
+            Update::Refused(why) => {
+                let next = Connection::Refused(why);
+                let changed = self.connection != next;
+                self.connection = next;
                 changed
             }
             Update::Disconnected(why) => {
@@ -198,6 +226,16 @@ impl App {
         if key == Key::Ctrl('c') {
             self.quit = true;
             return None;
+        }
+        let effect = self.key(key);
+        self.remember();
+        effect
+    }
+
+    fn key(&mut self, key: Key) -> Option<Effect> {
+        if self.mode == Mode::Normal {
+            // A result stays on screen until the next key.
+            self.message = None;
         }
         match std::mem::replace(&mut self.mode, Mode::Normal) {
             Mode::Help => None,
@@ -231,13 +269,24 @@ impl App {
                         self.field_sel = 0;
                     }
                     Input::Percent { route, to } => {
-                        match text.trim().trim_end_matches('%').parse::<f64>() {
-                            Ok(p) if (0.0..=100.0).contains(&p) => {
-                                self.mode = Mode::Confirm(Action::Shift {
-                                    route,
-                                    to,
-                                    percent: p,
-                                });
+                        let typed = text.trim().trim_end_matches('%');
+                        let plain = !typed.is_empty()
+                            && typed.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+                        match typed.parse::<f64>() {
+                            Ok(p) if plain && (0.0..=100.0).contains(&p) => {
+                                let default = self.default_upstream();
+                                let view = self
+                                    .visible_routes()
+                                    .iter()
+                                    .find(|r| r.name == route)
+                                    .map(|r| (*r).clone());
+                                match view {
+                                    Some(v) => self.confirm_shift(&v, &to, p, &default),
+                                    None => {
+                                        self.message =
+                                            Some((format!("route {route} is gone"), true))
+                                    }
+                                }
                             }
                             _ => {
                                 self.message = Some((
@@ -284,8 +333,27 @@ impl App {
                     View::History => View::Routes,
                 }
             }
+            Key::BackTab => {
+                self.view = match self.view {
+                    View::Routes => View::History,
+                    View::Mismatches => View::Routes,
+                    View::History => View::Mismatches,
+                }
+            }
             Key::Char('R') => {
-                self.mode = Mode::Confirm(Action::RollbackAll);
+                let names: Vec<String> = self
+                    .visible_routes()
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .collect();
+                let default = self.default_upstream();
+                self.ask(
+                    Action::RollbackAll,
+                    format!(
+                        "Roll back EVERY route ({}) to the default upstream: {default} 100%, at once",
+                        names.join(", ")
+                    ),
+                );
                 return None;
             }
             Key::Char('/') => {
@@ -308,41 +376,114 @@ impl App {
         self.visible_routes().get(self.route_sel).copied()
     }
 
-    /// Routes the filter lets through.
+    /// Every route (the filter is the mismatches view's).
     pub fn visible_routes(&self) -> Vec<&RouteView> {
         self.status
             .as_ref()
-            .map(|s| {
-                s.routes
-                    .iter()
-                    .filter(|r| self.filter.is_empty() || r.name.contains(&self.filter))
-                    .collect()
-            })
+            .map(|s| s.routes.iter().collect())
             .unwrap_or_default()
+    }
+
+    fn default_upstream(&self) -> String {
+        self.status
+            .as_ref()
+            .map(|s| s.default_upstream.clone())
+            .unwrap_or_default()
+    }
+
+    fn ask(&mut self, action: Action, text: String) {
+        self.confirm_text = text;
+        self.mode = Mode::Confirm(action);
+    }
+
+    /// Notes what is selected, so a refresh that reorders keeps it.
+    fn remember(&mut self) {
+        self.route_key = self.route().map(|r| r.name.clone());
+        self.field_key = self
+            .field()
+            .map(|(r, f)| (r.to_string(), f.kind.clone(), f.path.clone()));
+        self.example_key = self
+            .field()
+            .and_then(|(_, f)| f.examples.iter().rev().nth(self.example_sel).cloned());
+        self.version_key = self
+            .history
+            .as_ref()
+            .and_then(|h| h.versions.get(self.history_sel))
+            .map(|v| v.version);
+    }
+
+    /// Finds what was selected in the new data.
+    fn restore(&mut self) {
+        if let Some(k) = &self.route_key
+            && let Some(i) = self.visible_routes().iter().position(|r| &r.name == k)
+        {
+            self.route_sel = i;
+        }
+        if let Some((route, kind, path)) = self.field_key.clone() {
+            let summary = self.summary.as_ref();
+            let found = self.field_rows().iter().position(|row| {
+                summary
+                    .and_then(|s| s.routes.iter().find(|r| r.route == row.route))
+                    .and_then(|r| r.fields.get(row.field))
+                    .is_some_and(|f| row.route == route && f.kind == kind && f.path == path)
+            });
+            match found {
+                Some(i) => self.field_sel = i,
+                // The field is gone (marked as noise, say): back to the list.
+                None if self.pane == Pane::Examples => self.pane = Pane::Fields,
+                None => {}
+            }
+        }
+        if let Some(id) = self.example_key.clone()
+            && let Some(i) = self
+                .field()
+                .and_then(|(_, f)| f.examples.iter().rev().position(|e| *e == id))
+        {
+            self.example_sel = i;
+        }
+        if let Some(v) = self.version_key
+            && let Some(i) = self
+                .history
+                .as_ref()
+                .and_then(|h| h.versions.iter().position(|x| x.version == v))
+        {
+            self.history_sel = i;
+        }
+        self.clamp();
     }
 
     fn routes_key(&mut self, key: Key) -> Option<Effect> {
         let n = self.visible_routes().len();
+        let needs_route = matches!(
+            key,
+            Key::Enter | Key::Char('+' | '-' | '=' | '%' | 'r' | 'x' | 's')
+        );
+        if needs_route && self.route().is_none() {
+            self.message = Some(("no route selected".into(), true));
+            return None;
+        }
+        let default = self.default_upstream();
         match key {
             Key::Up | Key::Char('k') => self.route_sel = self.route_sel.saturating_sub(1),
             Key::Down | Key::Char('j') => {
                 self.route_sel = (self.route_sel + 1).min(n.saturating_sub(1))
             }
             Key::Enter => {
-                if let Some(r) = self.route() {
-                    self.filter = r.name.clone();
-                    self.view = View::Mismatches;
-                    self.pane = Pane::Fields;
-                    self.field_sel = 0;
+                let r = self.route()?.clone();
+                if r.shadow.is_none() {
+                    self.message = Some((
+                        format!("route {} has no shadow, so no mismatches", r.name),
+                        true,
+                    ));
+                    return None;
                 }
+                self.filter = r.name.clone();
+                self.view = View::Mismatches;
+                self.pane = Pane::Fields;
+                self.field_sel = 0;
             }
             Key::Char(c @ ('+' | '-' | '=' | '%')) => {
-                let route = self.route().cloned()?;
-                let default = self
-                    .status
-                    .as_ref()
-                    .map(|s| s.default_upstream.clone())
-                    .unwrap_or_default();
+                let route = self.route()?.clone();
                 let Some(to) = route.new_upstream(&default) else {
                     self.message = Some((
                         format!(
@@ -365,47 +506,87 @@ impl App {
                 }
                 let now = route.split.get(&to).copied().unwrap_or(0.0);
                 let next = if c == '+' { now + STEP } else { now - STEP }.clamp(0.0, 100.0);
-                self.mode = Mode::Confirm(Action::Shift {
-                    route: route.name,
-                    to,
-                    percent: next,
-                });
+                if next == now {
+                    self.message = Some((format!("{to} already gets {}", pct(now)), false));
+                    return None;
+                }
+                self.confirm_shift(&route, &to, next, &default);
             }
             Key::Char('r') => {
-                if let Some(r) = self.route() {
-                    self.mode = Mode::Confirm(Action::Rollback {
+                let r = self.route()?.clone();
+                self.ask(
+                    Action::Rollback {
                         route: r.name.clone(),
-                    });
-                }
+                    },
+                    format!(
+                        "Roll back route {}: {default} 100% (now {}), at once, sticky users included",
+                        r.name,
+                        split_text(&r.split)
+                    ),
+                );
             }
             Key::Char('x') => {
-                if let Some(r) = self.route() {
-                    self.mode = Mode::Confirm(Action::Reset {
+                let r = self.route()?.clone();
+                self.ask(
+                    Action::Reset {
                         route: r.name.clone(),
-                    });
-                }
+                    },
+                    format!(
+                        "Reset route {} to the file: split {} (now {}); shadow and ignore rules as in the file",
+                        r.name,
+                        split_text(&r.file_split),
+                        split_text(&r.split)
+                    ),
+                );
             }
             Key::Char('s') => {
-                if let Some(r) = self.route() {
-                    match &r.shadow {
-                        Some(s) => {
-                            self.mode = Mode::Confirm(Action::Shadow {
-                                route: r.name.clone(),
-                                enabled: !s.enabled,
-                            })
-                        }
-                        None => {
-                            self.message = Some((
-                                format!("route {} has no shadow in the config", r.name),
-                                true,
-                            ))
-                        }
+                let r = self.route()?.clone();
+                match &r.shadow {
+                    Some(sh) => self.ask(
+                        Action::Shadow {
+                            route: r.name.clone(),
+                            enabled: !sh.enabled,
+                        },
+                        format!(
+                            "Turn the shadow of route {} {} (now {}, {} of requests copied to {})",
+                            r.name,
+                            if sh.enabled { "OFF" } else { "ON" },
+                            if sh.enabled { "on" } else { "off" },
+                            pct(sh.percent),
+                            sh.upstream
+                        ),
+                    ),
+                    None => {
+                        self.message = Some((
+                            format!("route {} has no shadow in the config", r.name),
+                            true,
+                        ))
                     }
                 }
             }
             _ => {}
         }
         None
+    }
+
+    fn confirm_shift(&mut self, route: &RouteView, to: &str, percent: f64, default: &str) {
+        let now = route.split.get(to).copied().unwrap_or(0.0);
+        let now_default = route.split.get(default).copied().unwrap_or(0.0);
+        self.ask(
+            Action::Shift {
+                route: route.name.clone(),
+                to: to.to_string(),
+                percent,
+            },
+            format!(
+                "Shift route {}: {to} {} -> {}, {default} {} -> {}",
+                route.name,
+                pct(now),
+                pct(percent),
+                pct(now_default),
+                pct(100.0 - percent)
+            ),
+        );
     }
 
     /// The mismatches view's field rows, grouped by route, filtered.
@@ -457,10 +638,15 @@ impl App {
                     Key::Char('i') => {
                         if let Some((route, f)) = self.field() {
                             if f.kind == "body" && f.path.starts_with('/') {
-                                self.mode = Mode::Confirm(Action::MarkNoise {
+                                let text = format!(
+                                    "Mark {} on route {route} as noise: add the ignore rule {} (a new version; revert undoes it)",
+                                    f.path, f.path
+                                );
+                                let action = Action::MarkNoise {
                                     route: route.to_string(),
                                     field: f.path.clone(),
-                                });
+                                };
+                                self.ask(action, text);
                             } else {
                                 self.message = Some((
                                     format!(
@@ -548,12 +734,27 @@ impl App {
                 self.history_sel = (self.history_sel + 1).min(versions.saturating_sub(1))
             }
             Key::Char('v') | Key::Enter => {
-                if let Some(v) = self
+                let current = self.status.as_ref().map(|s| s.version);
+                let chosen = self
                     .history
                     .as_ref()
                     .and_then(|h| h.versions.get(self.history_sel))
-                {
-                    self.mode = Mode::Confirm(Action::Revert { version: v.version });
+                    .cloned();
+                match chosen {
+                    Some(v) if Some(v.version) == current => {
+                        self.message = Some((
+                            format!("version {} is the current state: nothing to revert", v.version),
+                            false,
+                        ))
+                    }
+                    Some(v) => self.ask(
+                        Action::Revert { version: v.version },
+                        format!(
+                            "Revert to version {} ({}, {}: {}): the runtime layer as it was right after it, as a new version",
+                            v.version, v.time, v.actor, v.reason
+                        ),
+                    ),
+                    None => self.message = Some(("no version selected".into(), true)),
                 }
             }
             _ => {}
@@ -570,4 +771,24 @@ impl App {
         let versions = self.history.as_ref().map_or(0, |h| h.versions.len());
         self.history_sel = self.history_sel.min(versions.saturating_sub(1));
     }
+}
+
+/// `10%`, `12.5%`.
+pub fn pct(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}%")
+    } else {
+        format!("{v}%")
+    }
+}
+
+/// `orders 25%, monolith 75%`, largest first.
+pub fn split_text(split: &std::collections::BTreeMap<String, f64>) -> String {
+    let mut parts: Vec<(&String, &f64)> = split.iter().collect();
+    parts.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+    parts
+        .iter()
+        .map(|(k, v)| format!("{k} {}", pct(**v)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -114,9 +114,8 @@ fn poll(api: &dyn AdminApi, tx: &Sender<Update>, poked: &Receiver<()>, every: Du
                 summary: optional(api.summary()),
                 history: optional(api.history()),
             },
-            Err(e) => Update::Disconnected(match e {
-                ApiError::Unreachable(why) | ApiError::Refused(why) => why,
-            }),
+            Err(ApiError::Unreachable(why)) => Update::Disconnected(why),
+            Err(ApiError::Refused(why)) => Update::Refused(why),
         };
         if tx.send(update).is_err() {
             return;
@@ -144,6 +143,7 @@ fn convert(code: KeyCode, mods: KeyModifiers) -> Option<Key> {
         KeyCode::PageUp => Key::PageUp,
         KeyCode::PageDown => Key::PageDown,
         KeyCode::Tab => Key::Tab,
+        KeyCode::BackTab => Key::BackTab,
         KeyCode::Backspace => Key::Backspace,
         _ => return None,
     })

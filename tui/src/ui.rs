@@ -9,8 +9,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 
-use crate::app::{App, Connection, Input, Mode, Pane, View};
-use crate::view::RouteView;
+use crate::app::{App, Connection, Input, Mode, Pane, View, split_text};
+use crate::view::{RouteView, VersionView};
 
 /// Styles, or none at all without colour.
 struct Theme {
@@ -59,8 +59,13 @@ pub fn draw(frame: &mut Frame, app: &App) {
     draw_status(frame, status, app, &theme);
     match &app.mode {
         Mode::Confirm(action) => {
+            let what = if app.confirm_text.is_empty() {
+                action.describe()
+            } else {
+                app.confirm_text.clone()
+            };
             let text = vec![
-                Line::from(action.describe()),
+                Line::from(what),
                 Line::from(""),
                 Line::from("y / Enter: do it    any other key: cancel"),
             ];
@@ -80,13 +85,28 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Connection::Connecting => ("connecting...".to_string(), theme.fg(Color::Yellow)),
         Connection::Connected => ("connected".to_string(), theme.fg(Color::Green)),
         Connection::Disconnected(_) => (
-            "DISCONNECTED (retrying; last data shown)".to_string(),
+            if app.status.is_some() {
+                "DISCONNECTED (retrying; last data shown)".to_string()
+            } else {
+                "DISCONNECTED (retrying)".to_string()
+            },
+            theme.fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+        Connection::Refused(_) => (
+            "REFUSED by the admin API".to_string(),
             theme.fg(Color::Red).add_modifier(Modifier::BOLD),
         ),
     };
+    let proxy = app
+        .status
+        .as_ref()
+        .map(|s| s.proxy.clone())
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("proxy {p}  "))
+        .unwrap_or_default();
     let line = Line::from(vec![
         Span::styled("strangler", theme.bold()),
-        Span::raw(format!("  {}  version {version}  ", app.admin)),
+        Span::raw(format!("  {proxy}admin {}  v{version}  ", app.admin)),
         Span::styled(state, style),
     ]);
     frame.render_widget(Paragraph::new(line), area);
@@ -108,7 +128,7 @@ fn draw_tabs(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Span::raw(" "),
         tab("3", "History", View::History),
     ];
-    if !app.filter.is_empty() {
+    if !app.filter.is_empty() && app.view == View::Mismatches {
         spans.push(Span::raw(format!("   filter: {}", app.filter)));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -167,7 +187,7 @@ fn draw_routes(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         return;
     };
     let default = status.default_upstream.as_str();
-    let wide = area.width >= 120;
+    let wide = area.width >= 150;
     let routes = app.visible_routes();
     let rows: Vec<Row> = routes
         .iter()
@@ -182,7 +202,7 @@ fn draw_routes(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             let state_style = if r.rolled_back {
                 theme.fg(Color::Red).add_modifier(Modifier::BOLD)
             } else if r.overridden {
-                theme.fg(Color::Yellow)
+                theme.fg(Color::Yellow).add_modifier(Modifier::BOLD)
             } else {
                 Style::new()
             };
@@ -242,13 +262,13 @@ fn draw_routes(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 "DEFAULT rps err p99",
             ],
             vec![
-                Constraint::Length(12),
+                Constraint::Length(14),
                 Constraint::Length(26),
                 Constraint::Length(11),
-                Constraint::Length(10),
-                Constraint::Min(12),
-                Constraint::Length(18),
-                Constraint::Length(7),
+                Constraint::Length(9),
+                Constraint::Min(24),
+                Constraint::Length(16),
+                Constraint::Length(6),
                 Constraint::Length(8),
                 Constraint::Length(22),
                 Constraint::Length(24),
@@ -285,7 +305,67 @@ fn draw_routes(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         );
     let mut state =
         TableState::default().with_selected(Some(app.route_sel).filter(|_| !routes.is_empty()));
-    frame.render_stateful_widget(table, area, &mut state);
+    let [list, panel] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
+    frame.render_stateful_widget(table, list, &mut state);
+    if let Some(r) = app.route() {
+        route_panel(frame, panel, r, default, theme);
+    }
+}
+
+/// Everything about the selected route, whatever the width.
+fn route_panel(frame: &mut Frame, area: Rect, r: &RouteView, default: &str, theme: &Theme) {
+    let mut lines = vec![Line::from(vec![
+        Span::styled(r.name.clone(), theme.bold()),
+        Span::raw(format!(
+            "  {}  sticky: {}",
+            r.matcher,
+            r.sticky.clone().unwrap_or_else(|| "none".into())
+        )),
+    ])];
+    let state = if r.rolled_back {
+        format!("  ROLLED BACK (file: {})", split_text(&r.file_split))
+    } else if r.overridden {
+        format!("  override (file: {})", split_text(&r.file_split))
+    } else {
+        "  as in the file".to_string()
+    };
+    lines.push(Line::from(format!(
+        "split: {}{state}",
+        split_text(&r.split)
+    )));
+    let mut sides: Vec<String> = r
+        .upstreams
+        .iter()
+        .map(|(name, u)| {
+            format!(
+                "{name}{}: {:.1}/s, {:.2}% errors, p99 {:.1} ms",
+                if name == default { " (default)" } else { "" },
+                u.rps,
+                u.error_rate * 100.0,
+                u.p99_ms
+            )
+        })
+        .collect();
+    if sides.is_empty() {
+        sides.push("no traffic in the last minute".into());
+    }
+    lines.push(Line::from(sides.join("   ")));
+    lines.push(Line::from(match &r.shadow {
+        Some(s) => format!(
+            "shadow: {} to {}, {}{}   mismatch {:.1}% of {} compared",
+            if s.enabled { "on" } else { "off" },
+            s.upstream,
+            crate::app::pct(s.percent),
+            if s.overridden { " (override)" } else { "" },
+            r.mismatch_rate * 100.0,
+            r.shadow_compared
+        ),
+        None => "shadow: none".to_string(),
+    }));
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::TOP)),
+        area,
+    );
 }
 
 fn fmt_split(split: &std::collections::BTreeMap<String, f64>) -> String {
@@ -438,12 +518,80 @@ fn draw_detail(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         v["outcome"].as_str().unwrap_or(""),
         v["time"].as_str().unwrap_or("")
     );
-    let [head, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    let empty = Vec::new();
+    let diffs = v["differences"].as_array().unwrap_or(&empty);
+    let shown = diffs.len().min(3);
+    let [head, summary, body] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(shown as u16 + 1),
+        Constraint::Min(1),
+    ])
+    .areas(area);
     frame.render_widget(
-        Paragraph::new(Line::from(vec![Span::styled(title, theme.bold())])),
+        Paragraph::new(Line::from(Span::styled(title, theme.bold()))),
         head,
     );
-    let rows = crate::detail::rows(v);
+    let total = v["differences_total"]
+        .as_u64()
+        .unwrap_or(diffs.len() as u64);
+    let mut lines: Vec<Line> = diffs
+        .iter()
+        .take(shown)
+        .map(|d| {
+            let val = |k: &str| match d.get(k) {
+                Some(x) => x.to_string(),
+                None => "(absent)".to_string(),
+            };
+            Line::from(format!(
+                "  {} {}: {} -> {}",
+                d["kind"].as_str().unwrap_or(""),
+                d["path"].as_str().unwrap_or(""),
+                val("primary"),
+                val("shadow")
+            ))
+        })
+        .collect();
+    let noun = if total == 1 {
+        "difference"
+    } else {
+        "differences"
+    };
+    lines.insert(
+        0,
+        Line::from(if diffs.is_empty() {
+            format!(
+                "the shadow did not answer: {}",
+                v["shadow"]["note"].as_str().unwrap_or("no answer")
+            )
+        } else {
+            format!("{total} {noun} (n/N jumps between them):")
+        }),
+    );
+    frame.render_widget(Paragraph::new(lines), summary);
+    let mut rows = crate::detail::rows(v);
+    // The first row names the two sides: it stays while the rest scrolls.
+    let title_row = if rows.is_empty() {
+        None
+    } else {
+        Some(rows.remove(0))
+    };
+    let [title_area, body] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(body);
+    if let Some(t) = title_row {
+        let col = usize::from(title_area.width.saturating_sub(3) / 2);
+        let left = t.left.unwrap_or_default();
+        frame.render_widget(
+            Paragraph::new(Line::from(Span::styled(
+                format!(
+                    "  {left:<w$} |   {}",
+                    t.right.unwrap_or_default(),
+                    w = col.saturating_sub(2)
+                ),
+                theme.bold(),
+            ))),
+            title_area,
+        );
+    }
     let col = body.width.saturating_sub(3) / 2;
     let cut = |s: &Option<String>| -> String {
         let s = s.clone().unwrap_or_default();
@@ -451,7 +599,7 @@ fn draw_detail(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     };
     let lines: Vec<Line> = rows
         .iter()
-        .skip(app.scroll)
+        .skip(app.scroll.saturating_sub(1).min(rows.len()))
         .take(usize::from(body.height))
         .map(|r| {
             let mark = if r.marked { "* " } else { "  " };
@@ -480,7 +628,7 @@ fn draw_history(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         frame.render_widget(Paragraph::new("waiting for the proxy..."), area);
         return;
     };
-    let wide = area.width >= 120;
+    let wide = area.width >= 100;
     let rows: Vec<Row> = h
         .versions
         .iter()
@@ -493,7 +641,7 @@ fn draw_history(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 Cell::from(v.reason.replace(['\n', '\r'], " ")),
             ];
             if wide {
-                cells.push(Cell::from(v.change["after"].to_string()));
+                cells.push(Cell::from(change_text(v)));
             }
             Row::new(cells)
         })
@@ -507,7 +655,7 @@ fn draw_history(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Constraint::Min(20),
     ];
     if wide {
-        header.push("AFTER");
+        header.push("CHANGE");
         widths.push(Constraint::Min(30));
     }
     let table = Table::new(rows, widths)
@@ -521,7 +669,77 @@ fn draw_history(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         );
     let mut state = TableState::default()
         .with_selected(Some(app.history_sel).filter(|_| !h.versions.is_empty()));
-    frame.render_stateful_widget(table, area, &mut state);
+    let [list, panel] = Layout::vertical([Constraint::Min(3), Constraint::Length(4)]).areas(area);
+    frame.render_stateful_widget(table, list, &mut state);
+    if let Some(v) = h.versions.get(app.history_sel) {
+        let lines = vec![
+            Line::from(vec![
+                Span::styled(format!("version {}", v.version), theme.bold()),
+                Span::raw(format!(
+                    "  {}  {}  route {}",
+                    v.time,
+                    v.actor,
+                    v.route.clone().unwrap_or_else(|| "*".into())
+                )),
+            ]),
+            Line::from(format!("reason: {}", v.reason.replace(['\n', '\r'], " "))),
+            Line::from(format!("change: {}", change_text(v))),
+        ];
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::default().borders(Borders::TOP)),
+            panel,
+        );
+    }
+}
+
+/// What a version changed, in words.
+fn change_text(v: &VersionView) -> String {
+    let after = &v.change["after"];
+    match &v.route {
+        Some(_) => override_text(after),
+        None => match after.as_object() {
+            Some(m) if !m.is_empty() => m
+                .iter()
+                .map(|(route, o)| format!("{route}: {}", override_text(o)))
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => "no overrides".into(),
+        },
+    }
+}
+
+fn override_text(o: &serde_json::Value) -> String {
+    let Some(m) = o.as_object() else {
+        return "back to the file".into();
+    };
+    let mut parts = Vec::new();
+    if m.get("rolled_back").and_then(|v| v.as_bool()) == Some(true) {
+        parts.push("rolled back".to_string());
+    }
+    if let Some(split) = m.get("split").and_then(|v| v.as_object()) {
+        let split: std::collections::BTreeMap<String, f64> = split
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
+            .collect();
+        parts.push(format!("split {}", split_text(&split)));
+    }
+    if let Some(sh) = m.get("shadow") {
+        let on = sh["enabled"].as_bool() == Some(true);
+        let pct = sh["percent"]
+            .as_f64()
+            .map(|p| format!(" {}", crate::app::pct(p)))
+            .unwrap_or_default();
+        parts.push(format!("shadow {}{pct}", if on { "on" } else { "off" }));
+    }
+    if let Some(ign) = m.get("ignore_fields_add").and_then(|v| v.as_array()) {
+        let list: Vec<&str> = ign.iter().filter_map(|v| v.as_str()).collect();
+        parts.push(format!("ignore {}", list.join(", ")));
+    }
+    if parts.is_empty() {
+        "back to the file".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn draw_status(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
@@ -530,7 +748,7 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Line::from(format!("filter (route, path or field): {text}_"))
         }
         Mode::Typing(Input::Percent { route, to }, text) => Line::from(format!(
-            "percent of {route} to {to} (Enter to confirm, Esc to cancel): {text}_"
+            "percent of {route} to {to} (Enter, then confirm; Esc cancels): {text}_"
         )),
         _ => match (&app.message, &app.connection) {
             (Some((m, true)), _) => {
@@ -539,6 +757,10 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             (Some((m, false)), _) => Line::from(m.clone()),
             (None, Connection::Disconnected(why)) => Line::from(Span::styled(
                 format!("cannot reach the proxy: {why}"),
+                theme.fg(Color::Red),
+            )),
+            (None, Connection::Refused(why)) => Line::from(Span::styled(
+                format!("the admin API refused: {why} (check STRANGLER_ADMIN_TOKEN)"),
                 theme.fg(Color::Red),
             )),
             (None, _) => Line::from(hints(app)),
@@ -550,7 +772,7 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 fn hints(app: &App) -> &'static str {
     match (app.view, app.pane) {
         (View::Routes, _) => {
-            "+/- shift 5  = type %  r rollback  R all  x reset  s shadow  Enter diffs  ? keys  q quit"
+            "+/- shift  = %  r rollback  R all  x reset  s shadow  Enter diffs  ? keys  q"
         }
         (View::Mismatches, Pane::Fields) => {
             "Enter examples  i mark as noise  / filter  Esc clear  ? keys  q quit"
@@ -565,7 +787,7 @@ fn hints(app: &App) -> &'static str {
 
 fn help() -> Vec<Line<'static>> {
     [
-        "1 2 3 / Tab   routes, mismatches, history",
+        "1 2 3, Tab    routes, mismatches, history (Shift-Tab: back)",
         "up/down j/k   move",
         "/             filter (route, path or field)",
         "Routes:       + / -  shift the new upstream by 5 points",
@@ -588,7 +810,10 @@ fn help() -> Vec<Line<'static>> {
 fn popup(frame: &mut Frame, title: &str, text: Vec<Line>, theme: &Theme) {
     let area = frame.area();
     let width = area.width.saturating_sub(4).min(76);
-    let height = (text.len() as u16 + 2).min(area.height);
+    let inner = usize::from(width.saturating_sub(2)).max(1);
+    // Room for every wrapped line, so the confirm line is never cut off.
+    let wrapped: usize = text.iter().map(|l| l.width().max(1).div_ceil(inner)).sum();
+    let height = (wrapped as u16 + 2).min(area.height);
     let rect = Rect {
         x: area.x + (area.width.saturating_sub(width)) / 2,
         y: area.y + (area.height.saturating_sub(height)) / 2,

@@ -10,6 +10,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct Status {
+    /// The proxy's listening address.
+    pub proxy: String,
     pub version: u64,
     pub default_upstream: String,
     pub routes: Vec<RouteView>,

@@ -312,3 +312,81 @@ fn help_quit_and_ctrl_c() {
     press(&mut app, &fake, &[Key::Char('q')]);
     assert!(app.quit);
 }
+
+#[test]
+fn selections_follow_their_items_when_data_reorders() {
+    let (mut app, fake) = (loaded(), Fake::default());
+    // History: select version 6, then a new version 8 arrives on top.
+    press(&mut app, &fake, &[Key::Char('3'), Key::Down]);
+    let mut h = history();
+    let mut newer = h.versions[0].clone();
+    newer.version = 8;
+    h.versions.insert(0, newer);
+    app.apply(Update::Data {
+        status: status(),
+        summary: Some(summary()),
+        history: Some(h),
+    });
+    press(&mut app, &fake, &[Key::Char('v'), Key::Char('y')]);
+    assert_eq!(*fake.calls.borrow(), [Action::Revert { version: 6 }]);
+    // Mismatches: /generated_at selected, then /total's count overtakes it.
+    let mut app = loaded();
+    press(&mut app, &fake, &[Key::Char('2'), Key::Down]);
+    assert_eq!(
+        app.field().map(|f| f.1.path.clone()).as_deref(),
+        Some("/generated_at")
+    );
+    let mut s = summary();
+    s.routes[0].fields.swap(0, 1);
+    app.apply(Update::Data {
+        status: status(),
+        summary: Some(s),
+        history: Some(history()),
+    });
+    assert_eq!(
+        app.field().map(|f| f.1.path.clone()).as_deref(),
+        Some("/generated_at")
+    );
+}
+
+#[test]
+fn opening_a_routes_mismatches_does_not_hide_other_routes() {
+    let (mut app, fake) = (loaded(), Fake::default());
+    press(&mut app, &fake, &[Key::Enter, Key::Char('1')]);
+    assert_eq!(app.visible_routes().len(), 3);
+    // A route without a shadow has no mismatches to open.
+    press(&mut app, &fake, &[Key::Down, Key::Enter]);
+    assert_eq!(app.view, View::Routes);
+    assert!(
+        app.message
+            .as_ref()
+            .is_some_and(|m| m.0.contains("no shadow"))
+    );
+}
+
+#[test]
+fn confirmations_say_what_changes_and_no_ops_are_refused() {
+    let (mut app, fake) = (loaded(), Fake::default());
+    press(&mut app, &fake, &[Key::Char('+')]);
+    assert_eq!(
+        app.confirm_text,
+        "Shift route orders: orders 25% -> 30%, monolith 75% -> 70%"
+    );
+    press(&mut app, &fake, &[Key::Esc, Key::Char('x')]);
+    assert!(
+        app.confirm_text.contains("split monolith 90%, orders 10%"),
+        "{}",
+        app.confirm_text
+    );
+    press(&mut app, &fake, &[Key::Esc, Key::Char('3'), Key::Char('v')]);
+    assert_eq!(app.mode, Mode::Normal, "the current version is not offered");
+    assert!(
+        app.message
+            .as_ref()
+            .is_some_and(|m| m.0.contains("current state"))
+    );
+    assert!(fake.calls.borrow().is_empty());
+    // The message goes with the next key.
+    press(&mut app, &fake, &[Key::Down]);
+    assert_eq!(app.message, None);
+}
