@@ -75,6 +75,8 @@ pub enum Connection {
 pub enum Effect {
     Act(Action),
     LoadDiff(String),
+    /// The records of a field's examples, for the examples list.
+    LoadExamples(Vec<String>),
 }
 
 /// What arrives from the poller or from an effect.
@@ -89,6 +91,8 @@ pub enum Update {
     Refused(String),
     Done(Result<String, ApiError>),
     Diff(Result<DiffRecord, ApiError>),
+    /// Example records by id; an error means gone (retention) or unreadable.
+    Examples(Vec<(String, Result<DiffRecord, ApiError>)>),
 }
 
 /// One selectable line of the mismatches view.
@@ -116,6 +120,8 @@ pub struct App {
     pub history_sel: usize,
     pub filter: String,
     pub detail: Option<DiffRecord>,
+    /// Example records loaded so far, by id (None: could not be loaded).
+    pub examples: std::collections::BTreeMap<String, Option<DiffRecord>>,
     /// First line shown of the detail view.
     pub scroll: usize,
     /// The last result or error, for the status line (until the next key).
@@ -151,6 +157,7 @@ impl App {
             history_sel: 0,
             filter: String::new(),
             detail: None,
+            examples: std::collections::BTreeMap::new(),
             scroll: 0,
             message: None,
             confirm_text: String::new(),
@@ -211,6 +218,12 @@ impl App {
             }
             Update::Done(Err(e)) | Update::Diff(Err(e)) => {
                 self.message = Some((e.to_string(), true));
+                true
+            }
+            Update::Examples(loaded) => {
+                for (id, r) in loaded {
+                    self.examples.insert(id, r.ok());
+                }
                 true
             }
             Update::Diff(Ok(record)) => {
@@ -633,6 +646,16 @@ impl App {
                     Key::Enter if self.field().is_some_and(|(_, f)| !f.examples.is_empty()) => {
                         self.pane = Pane::Examples;
                         self.example_sel = 0;
+                        let missing: Vec<String> = self
+                            .field()
+                            .map(|(_, f)| f.examples.clone())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|id| !self.examples.contains_key(id))
+                            .collect();
+                        if !missing.is_empty() {
+                            return Some(Effect::LoadExamples(missing));
+                        }
                     }
                     Key::Esc => self.filter.clear(),
                     Key::Char('i') => {

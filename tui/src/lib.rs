@@ -99,6 +99,14 @@ fn perform(effect: Effect, api: std::sync::Arc<HttpApi>, tx: Sender<Update>, pok
         let update = match effect {
             Effect::Act(action) => Update::Done(api.act(&action)),
             Effect::LoadDiff(id) => Update::Diff(api.diff(&id)),
+            Effect::LoadExamples(ids) => Update::Examples(
+                ids.into_iter()
+                    .map(|id| {
+                        let r = api.diff(&id);
+                        (id, r)
+                    })
+                    .collect(),
+            ),
         };
         let _ = tx.send(update);
         let _ = poke.send(());

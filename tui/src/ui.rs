@@ -491,9 +491,72 @@ fn draw_examples(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .examples
         .iter()
         .rev()
-        .map(|id| Row::new(vec![Cell::from(id.clone())]))
+        .map(|id| {
+            let (time, request, outcome, first) = match app.examples.get(id) {
+                None => (
+                    "loading...".to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
+                Some(None) => (
+                    "gone (retention) or unreadable".to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
+                Some(Some(d)) => {
+                    let v = &d.0;
+                    let first = v["differences"]
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .map(|x| {
+                            format!(
+                                "{}: {} -> {}",
+                                x["path"].as_str().unwrap_or(""),
+                                x.get("primary")
+                                    .map_or("(absent)".into(), |p| p.to_string()),
+                                x.get("shadow").map_or("(absent)".into(), |p| p.to_string())
+                            )
+                        })
+                        .unwrap_or_default();
+                    (
+                        v["time"].as_str().unwrap_or("").to_string(),
+                        format!(
+                            "{} {}",
+                            v["method"].as_str().unwrap_or(""),
+                            v["path"].as_str().unwrap_or("")
+                        ),
+                        v["outcome"].as_str().unwrap_or("").to_string(),
+                        first,
+                    )
+                }
+            };
+            let mut cells = vec![
+                Cell::from(time),
+                Cell::from(request),
+                Cell::from(outcome),
+                Cell::from(first),
+            ];
+            if area.width >= 120 {
+                cells.push(Cell::from(id.clone()));
+            }
+            Row::new(cells)
+        })
         .collect();
-    let table = Table::new(rows, [Constraint::Min(36)])
+    let mut widths = vec![
+        Constraint::Length(24),
+        Constraint::Min(16),
+        Constraint::Length(14),
+        Constraint::Min(20),
+    ];
+    let mut header = vec!["TIME", "REQUEST", "OUTCOME", "FIRST DIFFERENCE"];
+    if area.width >= 120 {
+        widths.push(Constraint::Length(36));
+        header.push("ID");
+    }
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(theme.bold()))
         .row_highlight_style(theme.selected())
         .highlight_symbol("> ")
         .block(Block::default().borders(Borders::TOP).title(format!(

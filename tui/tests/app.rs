@@ -49,6 +49,13 @@ fn press(app: &mut App, fake: &Fake, keys: &[Key]) {
                 let r = fake.diff(&id);
                 app.apply(Update::Diff(r));
             }
+            Some(Effect::LoadExamples(ids)) => {
+                let loaded = ids.into_iter().map(|id| {
+                    let r = fake.diff(&id);
+                    (id, r)
+                });
+                app.apply(Update::Examples(loaded.collect()));
+            }
             None => {}
         }
     }
@@ -192,10 +199,14 @@ fn mismatches_examples_detail_and_difference_jumps() {
     assert_eq!(app.pane, Pane::Examples);
     press(&mut app, &fake, &[Key::Enter]);
     assert_eq!(app.pane, Pane::Detail);
-    // Newest example first.
+    // The examples' records were loaded for the list; the newest opened.
     assert_eq!(
         *fake.loads.borrow(),
-        ["01a218b9-0000-7000-8000-000000000002"]
+        [
+            "01a218b9-0000-7000-8000-000000000001",
+            "01a218b9-0000-7000-8000-000000000002",
+            "01a218b9-0000-7000-8000-000000000002"
+        ]
     );
     let marks = app.detail_marks();
     assert!(!marks.is_empty());

@@ -19,8 +19,18 @@ fn screen(app: &App, w: u16, h: u16) -> String {
 
 fn keys(app: &mut App, keys: &[Key]) {
     for &k in keys {
-        if let Some(Effect::LoadDiff(_)) = app.handle_key(k) {
-            app.apply(Update::Diff(Ok(DiffRecord(fixtures::record()))));
+        match app.handle_key(k) {
+            Some(Effect::LoadDiff(_)) => {
+                app.apply(Update::Diff(Ok(DiffRecord(fixtures::record()))));
+            }
+            Some(Effect::LoadExamples(ids)) => {
+                let loaded = ids
+                    .into_iter()
+                    .map(|id| (id, Ok(DiffRecord(fixtures::record()))))
+                    .collect();
+                app.apply(Update::Examples(loaded));
+            }
+            _ => {}
         }
     }
 }
@@ -46,6 +56,14 @@ fn detail_view() {
     keys(&mut app, &[Key::Char('2'), Key::Enter, Key::Enter]);
     assert_snapshot!("detail_80x24", screen(&app, 80, 24));
     assert_snapshot!("detail_160x48", screen(&app, 160, 48));
+}
+
+#[test]
+fn examples_view() {
+    let mut app = fixtures::loaded();
+    keys(&mut app, &[Key::Char('2'), Key::Enter]);
+    assert_snapshot!("examples_80x24", screen(&app, 80, 24));
+    assert_snapshot!("examples_160x48", screen(&app, 160, 48));
 }
 
 #[test]
