@@ -115,6 +115,8 @@ pub struct Prepared {
 #[derive(Debug, Clone)]
 pub struct Comparator {
     headers: Vec<String>,
+    /// The same names parsed once, for the quick path.
+    header_names: Vec<http::HeaderName>,
     ignore: Vec<Pattern>,
     unordered: Vec<Pattern>,
     redact_headers: Vec<String>,
@@ -136,6 +138,10 @@ impl Comparator {
         let (fields, names): (Vec<&String>, Vec<&String>) =
             spec.redact.iter().partition(|r| r.starts_with('/'));
         Comparator {
+            header_names: headers
+                .iter()
+                .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
             headers,
             ignore: spec
                 .ignore_fields
@@ -224,9 +230,9 @@ impl Comparator {
             && p.body_len == s.body_len
             && p.long_body_hash == s.long_body_hash
             && p.body == s.body
-            && same_values(&p.headers, &s.headers, "content-encoding")
+            && same_values(&p.headers, &s.headers, &http::header::CONTENT_ENCODING)
             && self
-                .headers
+                .header_names
                 .iter()
                 .all(|h| same_values(&p.headers, &s.headers, h))
     }
@@ -621,7 +627,7 @@ fn body_digest(p: &Prepared) -> Value {
 }
 
 /// The same values of header `name`, in the same order, on both sides.
-fn same_values(a: &http::HeaderMap, b: &http::HeaderMap, name: &str) -> bool {
+fn same_values(a: &http::HeaderMap, b: &http::HeaderMap, name: &http::HeaderName) -> bool {
     a.get_all(name).iter().eq(b.get_all(name).iter())
 }
 
