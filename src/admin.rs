@@ -893,6 +893,21 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     if let Some(rt) = &shared.shadow {
         shadow_metrics(&mut out, &rt.counters().snapshot());
     }
+    let limits = shared.limits.all();
+    if !limits.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP strangler_rate_limited_total Requests refused with 429 by a route's rate limit."
+        );
+        let _ = writeln!(out, "# TYPE strangler_rate_limited_total counter");
+        for (route, l) in limits {
+            let _ = writeln!(
+                out,
+                "strangler_rate_limited_total{{route=\"{route}\"}} {}",
+                l.limited.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

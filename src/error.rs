@@ -27,6 +27,8 @@ pub enum ProxyError {
     MethodNotAllowed(String),
     #[error("aggregates are not served yet by this version")]
     AggregateNotSupported,
+    #[error("rate limit exceeded; retry after {}s", .0.as_secs_f64().ceil())]
+    RateLimited(std::time::Duration),
 }
 
 impl ProxyError {
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::NoHealthyInstance => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::AggregateNotSupported => StatusCode::NOT_IMPLEMENTED,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 

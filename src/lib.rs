@@ -17,6 +17,7 @@ pub mod error;
 pub mod explain_cmd;
 pub mod headers;
 pub mod proxy;
+pub mod ratelimit;
 pub mod serve;
 pub mod server;
 pub mod shadow;

@@ -112,6 +112,34 @@ pub async fn handle(
     let cell: &crate::stats::Cell = &live.cells[slot][upstream_id.index()];
     let upstream_name = Some(pool.name.as_str());
 
+    // The route's rate limit, before anything is sent anywhere.
+    let mut rate_headers = None;
+    if let Some(limit) = route.and_then(|_| live.limits[slot - 1].as_ref()) {
+        let key = crate::ratelimit::key_of(&limit.spec, client, &parts.headers);
+        let verdict = limit.check(&key);
+        let headers = (limit.policy(), limit.state(&verdict));
+        if let crate::ratelimit::Verdict::Limited { retry_after } = verdict {
+            let mut resp = ProxyError::RateLimited(retry_after).response(route_name, None);
+            let h = resp.headers_mut();
+            let secs = (retry_after.as_secs_f64().ceil() as u64).max(1);
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            h.insert(RATELIMIT_POLICY, headers.0);
+            h.insert(RATELIMIT, headers.1);
+            return Ok(finish(
+                &shared,
+                &parts,
+                client,
+                start,
+                route_name,
+                None,
+                None,
+                Dispatch::None,
+                resp,
+            ));
+        }
+        rate_headers = Some(headers);
+    }
+
     // Headers for the upstream.
     let trusted_hops = config.listen.trusted_hops;
     let client_version = parts.version;
@@ -206,7 +234,12 @@ pub async fn handle(
     let mut up = upstream_request(&method, std::mem::take(&mut parts.headers), request_body);
 
     macro_rules! answer {
-        ($resp:expr) => {
+        ($resp:expr) => {{
+            let mut resp = $resp;
+            if let Some((policy, state)) = rate_headers.take() {
+                resp.headers_mut().insert(RATELIMIT_POLICY, policy);
+                resp.headers_mut().insert(RATELIMIT, state);
+            }
             return Ok(finish(
                 &shared,
                 &parts,
@@ -216,9 +249,9 @@ pub async fn handle(
                 upstream_name,
                 Some(cell),
                 dispatch,
-                $resp,
-            ))
-        };
+                resp,
+            ));
+        }};
     }
     loop {
         let i = match pool.pick(tried.as_slice()) {
@@ -332,6 +365,10 @@ impl Tried {
         self.spilled.clear();
     }
 }
+
+/// draft-ietf-httpapi-ratelimit-headers.
+const RATELIMIT_POLICY: header::HeaderName = header::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit");
 
 /// A request for an upstream: HTTP/1.1, its URI set per attempt.
 fn upstream_request(

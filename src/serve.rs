@@ -191,6 +191,7 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     // Signal handlers first: a signal sent right after the announcement
     // must reach them, not the default action.
     spawn_reload_on_sighup(shared.clone());
+    spawn_rate_limit_cleanup(shared.clone());
     let shutdown = shutdown_signal();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = shared.proxy_addr.set(format!("{scheme}://{bound}"));
@@ -271,4 +272,18 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         }
         tracing::info!("shutdown requested; no longer accepting connections");
     }
+}
+
+/// Forgets rate-limit keys that are back at a full quota, every second, so
+/// a flood of distinct keys cannot grow memory.
+fn spawn_rate_limit_cleanup(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            for (_, limit) in shared.limits.all() {
+                limit.retain();
+            }
+        }
+    });
 }

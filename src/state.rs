@@ -28,6 +28,8 @@ pub struct Live {
     pub cells: Vec<Vec<Arc<Cell>>>,
     /// Each route's live shadow settings (None: no shadow or turned off).
     pub shadows: Vec<Option<ShadowPlan>>,
+    /// Each route's rate limiter, if it has one.
+    pub limits: Vec<Option<Arc<crate::ratelimit::RouteLimit>>>,
 }
 
 impl Live {
@@ -40,6 +42,7 @@ impl Live {
         previous: Option<&Live>,
         stats: &Registry,
         shadow: Option<&ShadowRuntime>,
+        limits: &crate::ratelimit::Limits,
     ) -> Live {
         let pools = config
             .upstreams
@@ -74,6 +77,7 @@ impl Live {
             Some(rt) => crate::shadow::plans(&config, &layer, rt.counters()),
             None => config.routes.iter().map(|_| None).collect(),
         };
+        let limits = limits.for_config(&config);
         Live {
             table: RouteTable::with_splits(config, splits),
             pools,
@@ -81,6 +85,7 @@ impl Live {
             version,
             cells,
             shadows,
+            limits,
         }
     }
 
@@ -107,6 +112,8 @@ pub struct Shared {
     pub shadow: Option<Arc<ShadowRuntime>>,
     /// Where the proxy listens (`http://127.0.0.1:8080`), once bound.
     pub proxy_addr: std::sync::OnceLock<String>,
+    /// Rate limiters by route, kept across reloads while unchanged.
+    pub limits: crate::ratelimit::Limits,
     /// Sleeps for request timeouts, reused (see `crate::timer`).
     pub sleeps: Arc<crate::timer::SleepPool>,
 }
@@ -162,6 +169,7 @@ impl Shared {
             Some(db) => Some(Arc::new(start_shadow(db, &config)?)),
             None => None,
         };
+        let limits = crate::ratelimit::Limits::default();
         let live = Live::build(
             Arc::new(config),
             layer,
@@ -169,6 +177,7 @@ impl Shared {
             None,
             &stats,
             shadow.as_deref(),
+            &limits,
         );
         Ok(Shared {
             live: ArcSwap::from_pointee(live),
@@ -181,6 +190,7 @@ impl Shared {
             stats,
             shadow,
             proxy_addr: std::sync::OnceLock::new(),
+            limits,
             sleeps: Arc::default(),
         })
     }
@@ -246,6 +256,7 @@ impl Shared {
             Some(&old),
             &self.stats,
             self.shadow.as_deref(),
+            &self.limits,
         );
         self.live.store(Arc::new(live));
         tracing::info!(routes, version = rec.version, "{reason}");
@@ -297,6 +308,7 @@ impl Shared {
             Some(&old),
             &self.stats,
             self.shadow.as_deref(),
+            &self.limits,
         );
         self.live.store(Arc::new(live));
         tracing::info!(

@@ -238,7 +238,7 @@ pub enum RateKey {
     Claim(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitSpec {
     pub per_second: f64,
     pub burst: u32,
