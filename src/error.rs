@@ -29,6 +29,8 @@ pub enum ProxyError {
     AggregateNotSupported,
     #[error("rate limit exceeded; retry after {}s", .0.as_secs_f64().ceil())]
     RateLimited(std::time::Duration),
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl ProxyError {
@@ -43,6 +45,7 @@ impl ProxyError {
             ProxyError::AggregateNotSupported => StatusCode::NOT_IMPLEMENTED,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         }
     }
 

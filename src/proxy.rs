@@ -107,7 +107,56 @@ pub async fn handle(
         }
     };
     let route_name = route.map(|r| r.name.as_str());
-    let upstream_id = decision.upstream.unwrap_or(config.default_upstream);
+
+    // JWT auth: a route that asks for it gets no request without a valid token.
+    let mut claims = None;
+    if let Some(auth) = route.and_then(|_| live.auths[slot - 1].as_ref()) {
+        match auth.verify(&parts.headers) {
+            Ok(c) => claims = Some(c),
+            Err(e) => {
+                let mut resp = ProxyError::Unauthorized(e.to_string()).response(route_name, None);
+                let challenge = match e {
+                    crate::auth::AuthError::Missing => HeaderValue::from_static("Bearer"),
+                    crate::auth::AuthError::Invalid(_) => {
+                        HeaderValue::from_static("Bearer error=\"invalid_token\"")
+                    }
+                };
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+                return Ok(finish(
+                    &shared,
+                    &parts,
+                    client,
+                    start,
+                    route_name,
+                    None,
+                    None,
+                    Dispatch::None,
+                    resp,
+                ));
+            }
+        }
+    }
+    let mut decided = decision.upstream;
+    if let (Some(r), Some(c), Target::Route(i)) = (route, &claims, decision.target) {
+        // Claims to headers, replacing anything the client sent under those names.
+        for (claim, name) in &r.forward_claims {
+            parts.headers.remove(name.as_str());
+            if let Some(v) =
+                crate::auth::claim_text(c, claim).and_then(|v| HeaderValue::from_str(&v).ok())
+                && let Ok(n) = header::HeaderName::from_bytes(name.as_bytes())
+            {
+                parts.headers.insert(n, v);
+            }
+        }
+        // A verified claim as the sticky key.
+        if let Some(strangler_rules::StickyKey::Claim(name)) = &r.sticky
+            && let Some(v) = crate::auth::claim_text(c, name)
+        {
+            decided = Some(live.table.split(i).choose(bucket(r.sticky_seed, &v)));
+        }
+    }
+    let upstream_id = decided.unwrap_or(config.default_upstream);
     let pool = &live.pools[upstream_id.index()];
     let cell: &crate::stats::Cell = &live.cells[slot][upstream_id.index()];
     let upstream_name = Some(pool.name.as_str());
@@ -115,7 +164,7 @@ pub async fn handle(
     // The route's rate limit, before anything is sent anywhere.
     let mut rate_headers = None;
     if let Some(limit) = route.and_then(|_| live.limits[slot - 1].as_ref()) {
-        let key = crate::ratelimit::key_of(&limit.spec, client, &parts.headers);
+        let key = crate::ratelimit::key_of(&limit.spec, client, &parts.headers, claims.as_ref());
         let verdict = limit.check(&key);
         let headers = (limit.policy(), limit.state(&verdict));
         if let crate::ratelimit::Verdict::Limited { retry_after } = verdict {

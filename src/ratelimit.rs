@@ -133,12 +133,21 @@ impl<C: Clock + Clone> RouteLimit<C> {
     }
 }
 
-/// The key a request is limited by: the client address, a header's value
-/// (the client address when the header is absent), or a verified claim
-/// (until JWT is in, the client address).
-pub fn key_of(spec: &RateLimitSpec, client: std::net::IpAddr, headers: &http::HeaderMap) -> String {
+/// The key a request is limited by: the client address, a header's value,
+/// or a verified claim (the client address when the header or claim is
+/// absent).
+pub fn key_of(
+    spec: &RateLimitSpec,
+    client: std::net::IpAddr,
+    headers: &http::HeaderMap,
+    claims: Option<&crate::auth::Claims>,
+) -> String {
     match &spec.key {
-        RateKey::Ip | RateKey::Claim(_) => client.to_string(),
+        RateKey::Ip => client.to_string(),
+        RateKey::Claim(name) => match claims.and_then(|c| crate::auth::claim_text(c, name)) {
+            Some(v) => format!("c:{v}"),
+            None => client.to_string(),
+        },
         RateKey::Header(name) => match headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
             Some(v) => format!("h:{v}"),
             None => client.to_string(),

@@ -179,7 +179,7 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     ) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            eprintln!("cannot restore the runtime layer: {e}");
+            eprintln!("cannot start: {e}");
             return ExitCode::from(1);
         }
     };

@@ -30,6 +30,8 @@ pub struct Live {
     pub shadows: Vec<Option<ShadowPlan>>,
     /// Each route's rate limiter, if it has one.
     pub limits: Vec<Option<Arc<crate::ratelimit::RouteLimit>>>,
+    /// Each route's JWT verifier, if it has one.
+    pub auths: Vec<Option<Arc<crate::auth::RouteAuth>>>,
 }
 
 impl Live {
@@ -40,10 +42,14 @@ impl Live {
         layer: RuntimeLayer,
         version: u64,
         previous: Option<&Live>,
-        stats: &Registry,
-        shadow: Option<&ShadowRuntime>,
-        limits: &crate::ratelimit::Limits,
+        shared: Registries<'_>,
+        auths: Vec<Option<Arc<crate::auth::RouteAuth>>>,
     ) -> Live {
+        let Registries {
+            stats,
+            shadow,
+            limits,
+        } = shared;
         let pools = config
             .upstreams
             .iter()
@@ -86,12 +92,21 @@ impl Live {
             cells,
             shadows,
             limits,
+            auths,
         }
     }
 
     pub fn config(&self) -> &Arc<Config> {
         self.table.config()
     }
+}
+
+/// What outlives each generation of live state and is shared into it.
+#[derive(Clone, Copy)]
+pub struct Registries<'a> {
+    pub stats: &'a Registry,
+    pub shadow: Option<&'a ShadowRuntime>,
+    pub limits: &'a crate::ratelimit::Limits,
 }
 
 /// What every connection and the admin API share.
@@ -119,6 +134,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    fn registries(&self) -> Registries<'_> {
+        Registries {
+            stats: &self.stats,
+            shadow: self.shadow.as_deref(),
+            limits: &self.limits,
+        }
+    }
+
     /// Builds the shared state: restores the runtime layer from the store,
     /// drops overrides of routes the file no longer has, and records the
     /// start as a version.
@@ -170,14 +193,18 @@ impl Shared {
             None => None,
         };
         let limits = crate::ratelimit::Limits::default();
+        let auths = crate::auth::load_all(&config).map_err(ControlError::Invalid)?;
         let live = Live::build(
             Arc::new(config),
             layer,
             version,
             None,
-            &stats,
-            shadow.as_deref(),
-            &limits,
+            Registries {
+                stats: &stats,
+                shadow: shadow.as_deref(),
+                limits: &limits,
+            },
+            auths,
         );
         Ok(Shared {
             live: ArcSwap::from_pointee(live),
@@ -212,6 +239,14 @@ impl Shared {
                     tracing::error!("config reload failed, keeping the previous config: {line}");
                 }
                 return Err(lines);
+            }
+        };
+        // Keys (JWKS files, PEMs, secrets) are read again on every reload.
+        let auths = match crate::auth::load_all(&config) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("config reload failed, keeping the previous config: {e}");
+                return Err(vec![e]);
             }
         };
         let _guard = self.write_lock.lock().await;
@@ -254,9 +289,8 @@ impl Shared {
             layer,
             rec.version,
             Some(&old),
-            &self.stats,
-            self.shadow.as_deref(),
-            &self.limits,
+            self.registries(),
+            auths,
         );
         self.live.store(Arc::new(live));
         tracing::info!(routes, version = rec.version, "{reason}");
@@ -306,9 +340,8 @@ impl Shared {
             layer,
             rec.version,
             Some(&old),
-            &self.stats,
-            self.shadow.as_deref(),
-            &self.limits,
+            self.registries(),
+            old.auths.clone(),
         );
         self.live.store(Arc::new(live));
         tracing::info!(

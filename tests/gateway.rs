@@ -96,3 +96,289 @@ async fn the_ip_key_and_a_reload_keep_the_count() {
         429
     );
 }
+
+mod jwt {
+    use super::*;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::{Value, json};
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+    }
+
+    fn b64url(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    fn claims(extra: Value) -> Value {
+        let mut c = json!({"sub": "user-42", "iss": "https://id.example", "aud": "shop", "exp": now() + 600});
+        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    }
+
+    fn hs(c: &Value, secret: &[u8]) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            c,
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("sign")
+    }
+
+    fn route(b: &Backend, jwt: &str) -> String {
+        format!(
+            r#"[upstreams.app]
+urls = ["{}"]
+[default]
+upstream = "app"
+[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = {{ app = 100 }}
+auth.jwt = {{ {jwt}, issuer = "https://id.example", audience = ["shop"] }}
+auth.forward_claims = {{ sub = "x-user-id" }}
+"#,
+            b.url()
+        )
+    }
+
+    async fn call(c: &support::TestClient, p: &Proxy, token: Option<&str>) -> support::Reply {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut h = vec![("x-user-id", "forged")];
+        if let Some(b) = &bearer {
+            h.push(("authorization", b.as_str()));
+        }
+        get(c, &p.url("/api/me"), &h).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hmac_tokens_claims_and_every_way_to_fail() {
+        let b = Backend::start("app").await;
+        let proxy = Proxy::start_env(
+            "",
+            &route(&b, r#"algorithms = ["HS256"], secret_env = "JWT_SECRET""#),
+            &[],
+            &[("JWT_SECRET", "s3cret-s3cret-s3cret")],
+        );
+        let c = client();
+        let secret = b"s3cret-s3cret-s3cret";
+        let ok = call(&c, &proxy, Some(&hs(&claims(json!({})), secret))).await;
+        assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+        assert_eq!(
+            ok.seen_header("x-user-id"),
+            ["user-42"],
+            "the claim, not the forged header"
+        );
+        let none_token = format!(
+            "{}.{}.",
+            b64url(br#"{"alg":"none","typ":"JWT"}"#),
+            b64url(claims(json!({})).to_string().as_bytes())
+        );
+        let cases: Vec<(&str, Option<String>)> = vec![
+            ("missing", None),
+            ("garbage", Some("not.a.token".into())),
+            ("alg none", Some(none_token)),
+            (
+                "other secret",
+                Some(hs(&claims(json!({})), b"another-secret-entirely")),
+            ),
+            (
+                "expired",
+                Some(hs(&claims(json!({"exp": now() - 3600})), secret)),
+            ),
+            (
+                "future nbf",
+                Some(hs(&claims(json!({"nbf": now() + 3600})), secret)),
+            ),
+            (
+                "wrong aud",
+                Some(hs(&claims(json!({"aud": "admin"})), secret)),
+            ),
+            (
+                "wrong iss",
+                Some(hs(&claims(json!({"iss": "https://evil.example"})), secret)),
+            ),
+            (
+                "no exp",
+                Some(hs(
+                    &json!({"sub": "x", "iss": "https://id.example", "aud": "shop"}),
+                    secret,
+                )),
+            ),
+        ];
+        for (what, token) in &cases {
+            let r = call(&c, &proxy, token.as_deref()).await;
+            assert_eq!(r.status, 401, "{what}");
+            let challenge = r.headers["www-authenticate"].to_str().expect("ascii");
+            if token.is_some() {
+                assert_eq!(challenge, "Bearer error=\"invalid_token\"", "{what}");
+            } else {
+                assert_eq!(challenge, "Bearer");
+            }
+            assert_eq!(r.json()["route"], "api", "{what}");
+        }
+        assert_eq!(b.requests(), 1, "only the valid token reached the upstream");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn public_keys_jwks_by_kid_and_no_algorithm_confusion() {
+        let b = Backend::start("app").await;
+        let key = rcgen::KeyPair::generate().expect("EC key");
+        let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).expect("EC pem");
+        let dir = tempfile::tempdir().expect("dir");
+        let pem = dir.path().join("public.pem");
+        std::fs::write(&pem, key.public_key_pem()).expect("write pem");
+        let mut jwk = Jwk::from_encoding_key(&signing, Algorithm::ES256).expect("jwk");
+        jwk.common.key_id = Some("k1".into());
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(
+            &jwks,
+            serde_json::to_string(&JwkSet { keys: vec![jwk] }).expect("json"),
+        )
+        .expect("write jwks");
+        let es = |kid: Option<&str>| {
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = kid.map(str::to_string);
+            encode(&h, &claims(json!({})), &signing).expect("sign")
+        };
+        let c = client();
+
+        let by_pem = Proxy::start(&route(
+            &b,
+            &format!(
+                r#"algorithms = ["ES256"], public_key_pem = "{}""#,
+                pem.display()
+            ),
+        ));
+        assert_eq!(call(&c, &by_pem, Some(&es(None))).await.status, 200);
+        // HS256 "signed" with the public key: the classic confusion attack.
+        let confused = hs(&claims(json!({})), key.public_key_pem().as_bytes());
+        assert_eq!(call(&c, &by_pem, Some(&confused)).await.status, 401);
+
+        let by_kid = Proxy::start(&route(
+            &b,
+            &format!(
+                r#"algorithms = ["ES256"], jwks_file = "{}""#,
+                jwks.display()
+            ),
+        ));
+        assert_eq!(call(&c, &by_kid, Some(&es(Some("k1")))).await.status, 200);
+        let unknown = call(&c, &by_kid, Some(&es(Some("k2")))).await;
+        assert_eq!(unknown.status, 401);
+        assert!(
+            unknown.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("unknown key id"))
+        );
+        assert_eq!(
+            call(&c, &by_kid, Some(&es(None))).await.status,
+            401,
+            "no kid"
+        );
+        assert_eq!(b.requests(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_as_sticky_key_and_rate_limit_key() {
+        let (one, two) = (Backend::start("one").await, Backend::start("two").await);
+        let body = format!(
+            r#"[upstreams.one]
+urls = ["{}"]
+[upstreams.two]
+urls = ["{}"]
+[default]
+upstream = "one"
+[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = {{ one = 50, two = 50 }}
+sticky = "claim:sub"
+auth.jwt = {{ algorithms = ["HS256"], secret_env = "JWT_SECRET" }}
+rate_limit = {{ per_second = 0.2, burst = 3, key = "claim:sub" }}
+"#,
+            one.url(),
+            two.url()
+        );
+        let proxy = Proxy::start_env("", &body, &[], &[("JWT_SECRET", "s3cret-s3cret-s3cret")]);
+        let c = client();
+        let token = |sub: &str| {
+            let t = hs(
+                &json!({"sub": sub, "exp": now() + 600}),
+                b"s3cret-s3cret-s3cret",
+            );
+            format!("Bearer {t}")
+        };
+        let mut sides = std::collections::BTreeSet::new();
+        for user in 0..20 {
+            let t = token(&format!("user-{user}"));
+            let first = get(&c, &proxy.url("/api/x"), &[("authorization", t.as_str())]).await;
+            let again = get(&c, &proxy.url("/api/x"), &[("authorization", t.as_str())]).await;
+            assert_eq!(
+                first.backend(),
+                again.backend(),
+                "sticky on the verified sub"
+            );
+            sides.insert(first.backend());
+        }
+        assert_eq!(sides.len(), 2, "users spread over both sides: {sides:?}");
+        // Each user has their own budget, whatever their address.
+        let a = token("user-0");
+        let third = get(&c, &proxy.url("/api/x"), &[("authorization", a.as_str())]).await;
+        assert_eq!(third.status, 200);
+        let fourth = get(&c, &proxy.url("/api/x"), &[("authorization", a.as_str())]).await;
+        assert_eq!(fourth.status, 429);
+        let b = token("user-1");
+        assert_eq!(
+            get(&c, &proxy.url("/api/x"), &[("authorization", b.as_str())])
+                .await
+                .status,
+            200
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_is_one_clear_line_at_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("strangler.toml");
+        let body = r#"[upstreams.app]
+urls = ["http://127.0.0.1:9"]
+[default]
+upstream = "app"
+[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = { app = 100 }
+auth.jwt = { algorithms = ["HS256"], secret_env = "STRANGLER_TEST_UNSET_SECRET" }
+"#;
+        std::fs::write(&path, support::config_with(dir.path(), "", body)).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env_remove("STRANGLER_TEST_UNSET_SECRET")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("STRANGLER_TEST_UNSET_SECRET") && err.contains("not set"),
+            "{err}"
+        );
+    }
+}

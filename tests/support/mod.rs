@@ -514,6 +514,9 @@ pub fn cli_at(admin: &str, args: &[&str], token: Option<&str>) -> std::process::
     cmd.output().expect("run the CLI")
 }
 
+/// The tests' HTTP client.
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
 /// An HTTP/1.1 client with keep-alive.
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
