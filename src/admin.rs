@@ -893,6 +893,23 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     if let Some(rt) = &shared.shadow {
         shadow_metrics(&mut out, &rt.counters().snapshot());
     }
+    let caches = shared.caches.all();
+    if !caches.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP strangler_cache_total Cache lookups by route and result."
+        );
+        let _ = writeln!(out, "# TYPE strangler_cache_total counter");
+        for (route, c) in caches {
+            for (result, n) in [("hit", &c.hits), ("miss", &c.misses)] {
+                let _ = writeln!(
+                    out,
+                    "strangler_cache_total{{route=\"{route}\",result=\"{result}\"}} {}",
+                    n.load(std::sync::atomic::Ordering::Relaxed)
+                );
+            }
+        }
+    }
     let limits = shared.limits.all();
     if !limits.is_empty() {
         let _ = writeln!(

@@ -20,6 +20,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A body passed through while a copy is captured for a shadow.
     Tee(Box<crate::shadow::TeeBody>),
+    /// A body stored in the route's cache as it streams.
+    Cache(Box<crate::cache::CacheBody>),
     Empty,
 }
 
@@ -43,6 +45,7 @@ impl Body for ProxyBody {
             ProxyBody::Pooled(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Tee(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            ProxyBody::Cache(b) => Pin::new(b.as_mut()).poll_frame(cx),
             ProxyBody::Empty => Poll::Ready(None),
         }
     }
@@ -54,6 +57,7 @@ impl Body for ProxyBody {
             ProxyBody::Pooled(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Tee(b) => b.is_end_stream(),
+            ProxyBody::Cache(b) => b.is_end_stream(),
             ProxyBody::Empty => true,
         }
     }
@@ -65,6 +69,7 @@ impl Body for ProxyBody {
             ProxyBody::Pooled(b) => b.size_hint(),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Tee(b) => b.size_hint(),
+            ProxyBody::Cache(b) => b.size_hint(),
             ProxyBody::Empty => SizeHint::with_exact(0),
         }
     }

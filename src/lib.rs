@@ -7,6 +7,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod cli;
 pub mod config_file;
 pub mod control;

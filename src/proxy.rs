@@ -235,6 +235,42 @@ pub async fn handle(
         ProxyBody::Incoming(body)
     };
 
+    // The route's cache: a fresh stored answer is served without touching
+    // an upstream (and is not shadowed); a miss may be stored on its way.
+    let mut cache_fill = None;
+    if let Some(cache) = route.and_then(|_| live.caches[slot - 1].as_ref()) {
+        use crate::cache::{RouteCache, Use};
+        let usage = cache.usage(&method, &parts.headers);
+        if usage != Use::None {
+            let host = host_value.as_ref().and_then(|v| v.to_str().ok());
+            let key = RouteCache::key(upstream_id, host, path_and_query.as_str());
+            if usage == Use::Full
+                && let Some(mut hit) = cache.lookup(&key, &method, &parts.headers)
+            {
+                if let Some((policy, state)) = rate_headers.take() {
+                    hit.headers_mut().insert(RATELIMIT_POLICY, policy);
+                    hit.headers_mut().insert(RATELIMIT, state);
+                }
+                return Ok(finish(
+                    &shared,
+                    &parts,
+                    client,
+                    start,
+                    route_name,
+                    upstream_name,
+                    Some(cell),
+                    Dispatch::None,
+                    hit,
+                ));
+            }
+            cache.miss();
+            if method == http::Method::GET {
+                let authorized = parts.headers.contains_key(header::AUTHORIZATION);
+                cache_fill = Some((cache.clone(), key, authorized, parts.headers.clone()));
+            }
+        }
+    }
+
     // The shadow copy: sampled, right method, another upstream, room left.
     let mut dispatch = Dispatch::None;
     let mut pending = None;
@@ -324,6 +360,22 @@ pub async fn handle(
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
                 let mut rbody = ProxyBody::Pooled(rbody);
+                if let Some((cache, key, authorized, request)) = cache_fill.take() {
+                    if let Some(fresh) = cache.storable(rparts.status, &rparts.headers, authorized)
+                    {
+                        let fill = crate::cache::Fill::new(
+                            key,
+                            rparts.status,
+                            &rparts.headers,
+                            &request,
+                            fresh,
+                        );
+                        rbody = crate::cache::CacheBody::wrap(rbody, cache, fill);
+                    }
+                    rparts
+                        .headers
+                        .insert(crate::cache::X_CACHE, HeaderValue::from_static("MISS"));
+                }
                 if let Some(p) = primary_tx.take() {
                     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
                     let runtime = p.runtime.clone();

@@ -32,6 +32,8 @@ pub struct Live {
     pub limits: Vec<Option<Arc<crate::ratelimit::RouteLimit>>>,
     /// Each route's JWT verifier, if it has one.
     pub auths: Vec<Option<Arc<crate::auth::RouteAuth>>>,
+    /// Each route's response cache, if it has one.
+    pub caches: Vec<Option<Arc<crate::cache::RouteCache>>>,
 }
 
 impl Live {
@@ -49,6 +51,7 @@ impl Live {
             stats,
             shadow,
             limits,
+            caches,
         } = shared;
         let pools = config
             .upstreams
@@ -84,6 +87,7 @@ impl Live {
             None => config.routes.iter().map(|_| None).collect(),
         };
         let limits = limits.for_config(&config);
+        let caches = caches.for_config(&config);
         Live {
             table: RouteTable::with_splits(config, splits),
             pools,
@@ -93,6 +97,7 @@ impl Live {
             shadows,
             limits,
             auths,
+            caches,
         }
     }
 
@@ -107,6 +112,7 @@ pub struct Registries<'a> {
     pub stats: &'a Registry,
     pub shadow: Option<&'a ShadowRuntime>,
     pub limits: &'a crate::ratelimit::Limits,
+    pub caches: &'a crate::cache::Caches,
 }
 
 /// What every connection and the admin API share.
@@ -129,6 +135,8 @@ pub struct Shared {
     pub proxy_addr: std::sync::OnceLock<String>,
     /// Rate limiters by route, kept across reloads while unchanged.
     pub limits: crate::ratelimit::Limits,
+    /// Response caches by route, kept across reloads while unchanged.
+    pub caches: crate::cache::Caches,
     /// Sleeps for request timeouts, reused (see `crate::timer`).
     pub sleeps: Arc<crate::timer::SleepPool>,
 }
@@ -139,6 +147,7 @@ impl Shared {
             stats: &self.stats,
             shadow: self.shadow.as_deref(),
             limits: &self.limits,
+            caches: &self.caches,
         }
     }
 
@@ -193,6 +202,7 @@ impl Shared {
             None => None,
         };
         let limits = crate::ratelimit::Limits::default();
+        let caches = crate::cache::Caches::default();
         let auths = crate::auth::load_all(&config).map_err(ControlError::Invalid)?;
         let live = Live::build(
             Arc::new(config),
@@ -203,6 +213,7 @@ impl Shared {
                 stats: &stats,
                 shadow: shadow.as_deref(),
                 limits: &limits,
+                caches: &caches,
             },
             auths,
         );
@@ -218,6 +229,7 @@ impl Shared {
             shadow,
             proxy_addr: std::sync::OnceLock::new(),
             limits,
+            caches,
             sleeps: Arc::default(),
         })
     }

@@ -382,3 +382,155 @@ auth.jwt = { algorithms = ["HS256"], secret_env = "STRANGLER_TEST_UNSET_SECRET" 
         );
     }
 }
+
+mod cache {
+    use super::*;
+    use serde_json::json;
+    use support::{Answer, ScriptedBackend, Seen, send};
+
+    fn answer(who: &'static str) -> impl Fn(&Seen) -> Answer + Send + Sync + 'static {
+        move |s: &Seen| {
+            let lang = s
+                .headers
+                .get("accept-language")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let a = Answer::json(json!({"who": who, "path": s.path, "lang": lang}));
+            match s.path.as_str() {
+                "/api/nostore" => a.header("cache-control", "no-store"),
+                "/api/private" => a.header("cache-control", "private, max-age=60"),
+                "/api/cookie" => a.header("set-cookie", "sid=1"),
+                "/api/vary" => a.header("vary", "accept-language"),
+                "/api/public" => a.header("cache-control", "public, max-age=60"),
+                _ => a,
+            }
+        }
+    }
+
+    fn hits(b: &ScriptedBackend, path: &str) -> usize {
+        b.seen().iter().filter(|s| s.path == path).count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hits_misses_and_what_is_never_stored() {
+        let (b, _) = ScriptedBackend::start(answer("monolith")).await;
+        let proxy = Proxy::start(&format!(
+            r#"[upstreams.monolith]
+urls = ["{}"]
+[default]
+upstream = "monolith"
+[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = {{ monolith = 100 }}
+cache = {{ ttl = "60s" }}
+"#,
+            b.url()
+        ));
+        let c = client();
+        let first = get(&c, &proxy.url("/api/plain"), &[]).await;
+        assert_eq!(first.headers["x-cache"], "MISS");
+        let second = get(&c, &proxy.url("/api/plain"), &[]).await;
+        assert_eq!(second.headers["x-cache"], "HIT");
+        assert!(second.headers.contains_key("age"));
+        assert_eq!(second.body, first.body);
+        let head = send(&c, "HEAD", &proxy.url("/api/plain"), &[], "").await;
+        assert_eq!(head.headers["x-cache"], "HIT");
+        assert!(head.body.is_empty());
+        assert_eq!(
+            hits(&b, "/api/plain"),
+            1,
+            "a hit never reaches the upstream"
+        );
+
+        for path in ["/api/nostore", "/api/private", "/api/cookie"] {
+            get(&c, &proxy.url(path), &[]).await;
+            let again = get(&c, &proxy.url(path), &[]).await;
+            assert_eq!(again.headers["x-cache"], "MISS", "{path}");
+            assert_eq!(hits(&b, path), 2, "{path} is never stored");
+        }
+        // Vary: one entry per language.
+        for lang in ["en", "de", "en", "de"] {
+            let r = get(&c, &proxy.url("/api/vary"), &[("accept-language", lang)]).await;
+            assert_eq!(r.json()["lang"], lang);
+        }
+        assert_eq!(hits(&b, "/api/vary"), 2);
+        // With Authorization: only answers marked public (or s-maxage).
+        let auth = [("authorization", "Bearer x")];
+        get(&c, &proxy.url("/api/auth-plain"), &auth).await;
+        get(&c, &proxy.url("/api/auth-plain"), &auth).await;
+        assert_eq!(hits(&b, "/api/auth-plain"), 2);
+        get(&c, &proxy.url("/api/public"), &auth).await;
+        assert_eq!(
+            get(&c, &proxy.url("/api/public"), &auth).await.headers["x-cache"],
+            "HIT"
+        );
+        // A client asking for a fresh answer gets one; POST never touches the cache.
+        let fresh = get(
+            &c,
+            &proxy.url("/api/plain"),
+            &[("cache-control", "no-cache")],
+        )
+        .await;
+        assert_eq!(fresh.headers["x-cache"], "MISS");
+        send(&c, "POST", &proxy.url("/api/plain"), &[], "x").await;
+        assert_eq!(hits(&b, "/api/plain"), 3);
+        let metrics = get(&c, &format!("{}/metrics", proxy.admin_url()), &[]).await;
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        assert!(
+            text.contains("strangler_cache_total{route=\"api\",result=\"hit\"}"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shift_and_a_rollback_never_serve_the_other_sides_answer() {
+        let (mono, _) = ScriptedBackend::start(answer("monolith")).await;
+        let (orders, _) = ScriptedBackend::start(answer("orders")).await;
+        let proxy = Proxy::start(&format!(
+            r#"[upstreams.monolith]
+urls = ["{}"]
+[upstreams.orders]
+urls = ["{}"]
+[default]
+upstream = "monolith"
+[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = {{ monolith = 100, orders = 0 }}
+cache = {{ ttl = "60s" }}
+"#,
+            mono.url(),
+            orders.url()
+        ));
+        let c = client();
+        let who = |r: &support::Reply| r.json()["who"].as_str().unwrap_or("").to_string();
+        assert_eq!(who(&get(&c, &proxy.url("/api/o/1"), &[]).await), "monolith");
+        assert_eq!(
+            get(&c, &proxy.url("/api/o/1"), &[]).await.headers["x-cache"],
+            "HIT"
+        );
+        assert!(
+            proxy
+                .cli(&["shift", "api", "100", "--to", "orders"])
+                .status
+                .success()
+        );
+        let after = get(&c, &proxy.url("/api/o/1"), &[]).await;
+        assert_eq!(
+            (who(&after), after.headers["x-cache"].clone()),
+            ("orders".into(), "MISS".parse().unwrap())
+        );
+        assert_eq!(who(&get(&c, &proxy.url("/api/o/1"), &[]).await), "orders");
+        assert!(proxy.cli(&["rollback", "api"]).status.success());
+        for _ in 0..3 {
+            assert_eq!(who(&get(&c, &proxy.url("/api/o/1"), &[]).await), "monolith");
+        }
+        assert_eq!(
+            mono.seen().len(),
+            1,
+            "the monolith's answer was still fresh"
+        );
+    }
+}

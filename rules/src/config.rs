@@ -245,7 +245,7 @@ pub struct RateLimitSpec {
     pub key: RateKey,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheSpec {
     pub ttl: Duration,
     pub max_entries: u64,
