@@ -25,8 +25,6 @@ pub enum ProxyError {
     NoHealthyInstance,
     #[error("method {0} is not supported by this proxy")]
     MethodNotAllowed(String),
-    #[error("aggregates are not served yet by this version")]
-    AggregateNotSupported,
     #[error("rate limit exceeded; retry after {}s", .0.as_secs_f64().ceil())]
     RateLimited(std::time::Duration),
     #[error("{0}")]
@@ -42,7 +40,6 @@ impl ProxyError {
             ProxyError::ConnectFailed(_) | ProxyError::UpstreamBroken(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoHealthyInstance => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::AggregateNotSupported => StatusCode::NOT_IMPLEMENTED,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod aggregate;
 pub mod auth;
 pub mod body;
 pub mod cache;

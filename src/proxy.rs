@@ -100,10 +100,19 @@ pub async fn handle(
         Target::Route(i) => (Some(&config.routes[i]), i + 1),
         Target::Default => (None, 0),
         Target::Aggregate(i) => {
-            refuse!(
+            let host = host_value.as_ref().and_then(|v| v.to_str().ok());
+            let resp = crate::aggregate::serve(live.clone(), i, &parts, host).await;
+            return Ok(finish(
+                &shared,
+                &parts,
+                client,
+                start,
                 Some(config.aggregates[i].name.as_str()),
-                ProxyError::AggregateNotSupported
-            )
+                None,
+                None,
+                Dispatch::None,
+                resp,
+            ));
         }
     };
     let route_name = route.map(|r| r.name.as_str());

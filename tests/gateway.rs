@@ -534,3 +534,83 @@ cache = {{ ttl = "60s" }}
         );
     }
 }
+
+mod aggregate {
+    use super::*;
+    use serde_json::json;
+    use support::{Answer, ScriptedBackend, Seen};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parts_merge_route_and_fail_alone() {
+        let (users, _) = ScriptedBackend::start(|s: &Seen| {
+            Answer::json(json!({"from": "users", "path": s.path, "uid": s.headers.get("x-user-id").and_then(|v| v.to_str().ok())}))
+        })
+        .await;
+        let (orders, _) = ScriptedBackend::start(|s: &Seen| {
+            Answer::json(json!({"from": "orders", "path": s.path}))
+        })
+        .await;
+        let (broken, _) =
+            ScriptedBackend::start(|_| Answer::json(json!({"error": "boom"})).status(500)).await;
+        let slow = Backend::start("slow").await;
+        let proxy = Proxy::start(&format!(
+            r#"[upstreams.monolith]
+urls = ["{}"]
+[upstreams.users]
+urls = ["{}"]
+[upstreams.orders]
+urls = ["{}"]
+[upstreams.broken]
+urls = ["{}"]
+[upstreams.slow]
+urls = ["{}"]
+[default]
+upstream = "monolith"
+[[routes]]
+name = "users"
+match.path_prefix = "/api/users"
+split = {{ users = 100 }}
+[[aggregates]]
+name = "dashboard"
+match.path_template = "/api/dashboard/{{user}}"
+parts.profile = {{ path = "/api/users/{{user}}" }}
+parts.orders = {{ path = "/api/orders?user={{user}}", upstream = "orders" }}
+parts.broken = {{ path = "/x", upstream = "broken" }}
+parts.slow = {{ path = "/gate", upstream = "slow", timeout = "200ms" }}
+"#,
+            users.url(),
+            users.url(),
+            orders.url(),
+            broken.url(),
+            slow.url(),
+        ));
+        let c = client();
+        let r = get(
+            &c,
+            &proxy.url("/api/dashboard/a%20b"),
+            &[("x-user-id", "7")],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        // Through the route table: the users route sent the part to `users`.
+        assert_eq!(v["profile"]["from"], "users");
+        assert_eq!(
+            v["profile"]["path"], "/api/users/a%20b",
+            "decoded, then encoded once"
+        );
+        assert_eq!(
+            v["profile"]["uid"], "7",
+            "the client's headers are passed on"
+        );
+        assert_eq!(v["orders"]["path"], "/api/orders?user=a%20b");
+        assert_eq!(v["broken"], serde_json::Value::Null);
+        assert_eq!(v["slow"], serde_json::Value::Null);
+        let partial = r.headers["x-strangler-partial"].to_str().expect("ascii");
+        assert!(
+            partial.contains("broken") && partial.contains("slow"),
+            "{partial}"
+        );
+        slow.open_gate();
+    }
+}
