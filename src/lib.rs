@@ -27,4 +27,5 @@ pub mod shadow;
 pub mod state;
 pub mod stats;
 pub mod timer;
+pub mod tunnel;
 pub mod upstream;

@@ -201,7 +201,24 @@ pub async fn handle(
     // Headers for the upstream.
     let trusted_hops = config.listen.trusted_hops;
     let client_version = parts.version;
+    // A WebSocket handshake on a route that allows it: the split is decided
+    // now, and the tunnel opens when the upstream switches protocols.
+    let mut client_upgrade =
+        if route.is_some_and(|r| r.websocket) && crate::tunnel::wants_websocket(&parts.headers) {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+    let websocket = client_upgrade.is_some();
     strip_hop_by_hop(&mut parts.headers);
+    if websocket {
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     // Only strangler marks shadow requests.
     parts.headers.remove(SHADOW_HEADER);
     set_forwarded(
@@ -247,7 +264,10 @@ pub async fn handle(
     // The route's cache: a fresh stored answer is served without touching
     // an upstream (and is not shadowed); a miss may be stored on its way.
     let mut cache_fill = None;
-    if let Some(cache) = route.and_then(|_| live.caches[slot - 1].as_ref()) {
+    if let Some(cache) = route
+        .filter(|_| !websocket)
+        .and_then(|_| live.caches[slot - 1].as_ref())
+    {
         use crate::cache::{RouteCache, Use};
         let usage = cache.usage(&method, &parts.headers);
         if usage != Use::None {
@@ -283,7 +303,7 @@ pub async fn handle(
     // The shadow copy: sampled, right method, another upstream, room left.
     let mut dispatch = Dispatch::None;
     let mut pending = None;
-    if let (Some(b), Some(r), Some(rt)) = (shadow_bucket, route, &shared.shadow)
+    if let (Some(b), Some(r), Some(rt), false) = (shadow_bucket, route, &shared.shadow, websocket)
         && let Some(plan) = live.shadows[slot - 1].as_ref()
         && b < plan.percent_bp
         && plan.methods.iter().any(|m| m == method.as_str())
@@ -359,7 +379,10 @@ pub async fn handle(
         let result = shared.sleeps.timeout(timeout, pool.send(i, up)).await;
         pool.end_request(i);
         match result {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                let upstream_upgrade = (websocket
+                    && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+                    .then(|| hyper::upgrade::on(&mut resp));
                 let status = resp.status().as_u16();
                 if matches!(status, 502..=504) {
                     pool.record_failure(i);
@@ -368,6 +391,17 @@ pub async fn handle(
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
+                if let (Some(up), Some(down), Some(r)) =
+                    (upstream_upgrade, client_upgrade.take(), route)
+                {
+                    rparts
+                        .headers
+                        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                    rparts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    crate::tunnel::spawn(down, up, r.idle_timeout, r.name.clone());
+                }
                 let mut rbody = ProxyBody::Pooled(rbody);
                 if let Some((cache, key, authorized, request)) = cache_fill.take() {
                     if let Some(fresh) = cache.storable(rparts.status, &rparts.headers, authorized)

@@ -107,7 +107,7 @@ fn serve_connection(
     match tls {
         None => {
             let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             let fut = graceful.watch(conn);
             tokio::spawn(async move {
@@ -135,7 +135,7 @@ fn serve_connection(
                         }
                     };
                 let conn = builder
-                    .serve_connection(TokioIo::new(tls_stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
                     .into_owned();
                 if let Err(e) = ticket.watch(conn).await {
                     tracing::debug!(%peer, "connection ended with error: {e}");

@@ -325,7 +325,8 @@ impl UpstreamPool {
                     .handshake(TokioIo::new(stream))
                     .await
                     .map_err(|e| e.to_string())?;
-                tokio::spawn(driver);
+                // Upgrades (WebSocket) hand the connection over to a tunnel.
+                tokio::spawn(driver.with_upgrades());
                 Ok(conn)
             }
             _ => {
@@ -333,7 +334,8 @@ impl UpstreamPool {
                     .handshake(TokioIo::new(tcp))
                     .await
                     .map_err(|e| e.to_string())?;
-                tokio::spawn(driver);
+                // Upgrades (WebSocket) hand the connection over to a tunnel.
+                tokio::spawn(driver.with_upgrades());
                 Ok(conn)
             }
         }

@@ -614,3 +614,130 @@ parts.slow = {{ path = "/gate", upstream = "slow", timeout = "200ms" }}
         slow.open_gate();
     }
 }
+
+mod websocket {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// A WebSocket echo server on 127.0.0.1:0 (frames echoed as they come).
+    async fn echo_server() -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                        return;
+                    };
+                    while let Some(Ok(m)) = ws.next().await {
+                        if m.is_text() || m.is_binary() {
+                            if ws.send(m).await.is_err() {
+                                return;
+                            }
+                        } else if m.is_close() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn config(ws: std::net::SocketAddr, idle: &str) -> String {
+        format!(
+            r#"[upstreams.monolith]
+urls = ["http://127.0.0.1:9"]
+[upstreams.ws]
+urls = ["http://{ws}"]
+[default]
+upstream = "monolith"
+[[routes]]
+name = "live"
+match.path_prefix = "/ws"
+split = {{ ws = 100 }}
+websocket = true
+idle_timeout = "{idle}"
+"#
+        )
+    }
+
+    async fn connect(proxy: &Proxy) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        let (ws, resp) =
+            tokio_tungstenite::client_async(format!("ws://{}/ws/echo", proxy.addr), tcp)
+                .await
+                .expect("handshake through the proxy");
+        assert_eq!(resp.status(), 101);
+        ws
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_both_ways_and_the_close_handshake() {
+        let proxy = Proxy::start(&config(echo_server().await, "60s"));
+        let mut ws = connect(&proxy).await;
+        ws.send(Message::text("hello")).await.expect("send text");
+        assert_eq!(
+            ws.next().await.expect("frame").expect("ok"),
+            Message::text("hello")
+        );
+        let bytes = vec![0u8, 1, 2, 255];
+        ws.send(Message::binary(bytes.clone()))
+            .await
+            .expect("send binary");
+        assert_eq!(
+            ws.next().await.expect("frame").expect("ok"),
+            Message::binary(bytes)
+        );
+        ws.close(None).await.expect("close");
+        // The close handshake ends the stream.
+        while let Some(Ok(m)) = ws.next().await {
+            assert!(m.is_close(), "{m:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_tunnel_is_closed() {
+        let proxy = Proxy::start(&config(echo_server().await, "300ms"));
+        let mut ws = connect(&proxy).await;
+        ws.send(Message::text("still here")).await.expect("send");
+        assert!(ws.next().await.expect("frame").is_ok());
+        // Nothing more is sent: the proxy closes the tunnel on its own.
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) => return,
+                    Some(Ok(m)) if m.is_close() => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the idle tunnel was not closed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn upgrades_on_other_routes_are_plain_requests() {
+        let b = Backend::start("app").await;
+        let proxy = Proxy::start(&format!(
+            "[upstreams.app]\nurls = [\"{}\"]\n[default]\nupstream = \"app\"\n",
+            b.url()
+        ));
+        let r = get(
+            &client(),
+            &proxy.url("/ws/echo"),
+            &[("upgrade", "websocket"), ("connection", "upgrade")],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.seen_header("upgrade").is_empty(),
+            "hop-by-hop headers removed"
+        );
+    }
+}
