@@ -30,6 +30,7 @@ pub async fn serve(
     i: usize,
     parts: &http::request::Parts,
     host: Option<&str>,
+    client: std::net::IpAddr,
 ) -> Response<ProxyBody> {
     let agg = &live.config().aggregates[i];
     let vars: Vec<(String, String)> = match &agg.matcher.path {
@@ -53,7 +54,7 @@ pub async fn serve(
         let (live, headers) = (live.clone(), headers.clone());
         tasks.push((
             part.name.clone(),
-            tokio::spawn(async move { fetch(&live, &part, &path, headers).await }),
+            tokio::spawn(async move { fetch(&live, &part, &path, headers, client).await }),
         ));
     }
     let mut merged = Map::new();
@@ -138,6 +139,7 @@ async fn fetch(
     part: &AggregatePart,
     path: &str,
     headers: HeaderMap,
+    client: std::net::IpAddr,
 ) -> Result<Value, String> {
     let uri: Uri = path
         .parse()
@@ -164,6 +166,30 @@ async fn fetch(
             let d = live.table.decide(&view, || {
                 rand::random_range(0..strangler_rules::split::BUCKETS)
             });
+            if let Target::Route(r) = d.target {
+                // The part's route's policies apply as to any request:
+                // an aggregate is no way around auth or a rate limit.
+                let route = &config.routes[r];
+                if let Some(auth) = &live.auths[r] {
+                    let claims = auth.verify(&head.headers).map_err(|e| e.to_string())?;
+                    for (claim, name) in &route.forward_claims {
+                        head.headers.remove(name.as_str());
+                        if let (Some(v), Ok(n)) = (
+                            crate::auth::claim_text(&claims, claim)
+                                .and_then(|v| HeaderValue::from_str(&v).ok()),
+                            header::HeaderName::from_bytes(name.as_bytes()),
+                        ) {
+                            head.headers.insert(n, v);
+                        }
+                    }
+                }
+                if let Some(limit) = &live.limits[r] {
+                    let key = crate::ratelimit::key_of(&limit.spec, client, &head.headers, None);
+                    if let crate::ratelimit::Verdict::Limited { .. } = limit.check(&key) {
+                        return Err(format!("rate limited by route {}", route.name));
+                    }
+                }
+            }
             match d.target {
                 Target::Aggregate(_) => return Err("a part may not match an aggregate".into()),
                 _ => d.upstream.unwrap_or(config.default_upstream),

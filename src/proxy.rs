@@ -101,7 +101,7 @@ pub async fn handle(
         Target::Default => (None, 0),
         Target::Aggregate(i) => {
             let host = host_value.as_ref().and_then(|v| v.to_str().ok());
-            let resp = crate::aggregate::serve(live.clone(), i, &parts, host).await;
+            let resp = crate::aggregate::serve(live.clone(), i, &parts, host, client).await;
             return Ok(finish(
                 &shared,
                 &parts,

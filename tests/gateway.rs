@@ -615,6 +615,67 @@ parts.slow = {{ path = "/gate", upstream = "slow", timeout = "200ms" }}
     }
 }
 
+mod aggregate_policies {
+    use super::*;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::json;
+    use support::{Answer, ScriptedBackend};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_part_obeys_its_routes_auth() {
+        let (private, _) = ScriptedBackend::start(|_| Answer::json(json!({"secret": 1}))).await;
+        let proxy = Proxy::start_env(
+            "",
+            &format!(
+                r#"[upstreams.app]
+urls = ["{}"]
+[default]
+upstream = "app"
+[[routes]]
+name = "private"
+match.path_prefix = "/api/private"
+split = {{ app = 100 }}
+auth.jwt = {{ algorithms = ["HS256"], secret_env = "JWT_SECRET" }}
+[[aggregates]]
+name = "dash"
+match.path = "/dash"
+parts.private = {{ path = "/api/private/x" }}
+"#,
+                private.url()
+            ),
+            &[],
+            &[("JWT_SECRET", "s3cret-s3cret-s3cret")],
+        );
+        let c = client();
+        let r = get(&c, &proxy.url("/dash"), &[]).await;
+        assert_eq!(r.json()["private"], serde_json::Value::Null);
+        assert_eq!(r.headers["x-strangler-partial"], "private");
+        assert!(
+            private.seen().is_empty(),
+            "no token, no request to the protected upstream"
+        );
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 600;
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "u", "exp": exp}),
+            &EncodingKey::from_secret(b"s3cret-s3cret-s3cret"),
+        )
+        .expect("sign");
+        let bearer = format!("Bearer {token}");
+        let r = get(
+            &c,
+            &proxy.url("/dash"),
+            &[("authorization", bearer.as_str())],
+        )
+        .await;
+        assert_eq!(r.json()["private"]["secret"], 1);
+    }
+}
+
 mod websocket {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
