@@ -171,7 +171,10 @@ async fn fetch(
                 // an aggregate is no way around auth or a rate limit.
                 let route = &config.routes[r];
                 if let Some(auth) = &live.auths[r] {
-                    let claims = auth.verify(&head.headers).map_err(|e| e.to_string())?;
+                    let claims = auth
+                        .verify(&head.headers)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     for (claim, name) in &route.forward_claims {
                         head.headers.remove(name.as_str());
                         if let (Some(v), Ok(n)) = (

@@ -20,11 +20,111 @@ use strangler_rules::config::{AuthSpec, Config, JwtKey};
 /// The verified claims of a token.
 pub type Claims = Map<String, Value>;
 
+type KeySet = Vec<(String, DecodingKey, Option<String>)>;
+
 enum Keys {
     /// One key for every token (secret_env, public_key_pem).
     Single(DecodingKey),
     /// By `kid`, with the JWK's own algorithm when it names one.
-    Jwks(Vec<(String, DecodingKey, Option<String>)>),
+    Jwks(KeySet),
+    /// By `kid`, fetched from a URL: refreshed in the background, and
+    /// fetched again on an unknown kid at most once per cool-down.
+    Remote(Arc<RemoteJwks>),
+}
+
+/// A JWKS behind a URL.
+pub struct RemoteJwks {
+    url: String,
+    cooldown: std::time::Duration,
+    keys: std::sync::RwLock<Arc<KeySet>>,
+    /// Any fetch (for the periodic refresh).
+    last_fetch: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The last fetch an unknown kid asked for (for the cool-down).
+    last_on_demand: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Fetches made, for tests and logs.
+    pub fetches: std::sync::atomic::AtomicU64,
+}
+
+impl RemoteJwks {
+    fn keys(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Fetches again when the keys are older than `age` (and the cool-down
+    /// allows). Blocking: run it off the runtime.
+    pub fn refresh_if_older(&self, age: std::time::Duration) {
+        let old = self
+            .last_fetch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|t| t.elapsed() >= age);
+        if old && let Err(e) = self.fetch() {
+            tracing::warn!(url = %self.url, "cannot refresh the JWKS: {e}");
+        }
+    }
+
+    /// Claims the right to fetch for an unknown kid now (once per cool-down).
+    fn may_fetch(&self) -> bool {
+        let mut last = self
+            .last_on_demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.cooldown) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+
+    /// Fetches the set (blocking; run off the runtime) and keeps it if it parses.
+    fn fetch(&self) -> Result<(), String> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now());
+        let url = self.url.clone();
+        // reqwest's blocking client runs its own runtime: give it a thread.
+        let body = std::thread::spawn(move || -> Result<Vec<u8>, String> {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .no_proxy()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let resp = client.get(&url).send().map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("{url} answered {}", resp.status()));
+            }
+            resp.bytes().map(|b| b.to_vec()).map_err(|e| e.to_string())
+        })
+        .join()
+        .map_err(|_| "the JWKS fetch failed".to_string())??;
+        let keys = parse_jwks(&body, &self.url)?;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        Ok(())
+    }
+}
+
+/// The signing keys of a JWKS document (keys without a kid, or meant for
+/// encryption, are left out).
+fn parse_jwks(text: &[u8], source: &str) -> Result<KeySet, String> {
+    let set: JwkSet =
+        serde_json::from_slice(text).map_err(|e| format!("{source} is not a JWKS: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        if matches!(
+            jwk.common.public_key_use,
+            Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+        ) {
+            continue;
+        }
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid} in {source}: {e}"))?;
+        let alg = jwk.common.key_algorithm.map(|a| a.to_string());
+        keys.push((kid, key, alg));
+    }
+    Ok(keys)
 }
 
 /// A route's verifier.
@@ -84,31 +184,23 @@ impl RouteAuth {
             JwtKey::JwksFile(path) => {
                 let text = std::fs::read(path)
                     .map_err(|e| format!("route {route}: cannot read {path}: {e}"))?;
-                let set: JwkSet = serde_json::from_slice(&text)
-                    .map_err(|e| format!("route {route}: {path} is not a JWKS: {e}"))?;
-                let mut keys = Vec::new();
-                for jwk in &set.keys {
-                    // Keys not meant for signatures are never used to verify.
-                    if matches!(
-                        jwk.common.public_key_use,
-                        Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
-                    ) {
-                        continue;
-                    }
-                    let Some(kid) = jwk.common.key_id.clone() else {
-                        continue;
-                    };
-                    let key = DecodingKey::from_jwk(jwk)
-                        .map_err(|e| format!("route {route}: key {kid} in {path}: {e}"))?;
-                    let alg = jwk.common.key_algorithm.map(|a| a.to_string());
-                    keys.push((kid, key, alg));
-                }
-                Keys::Jwks(keys)
+                Keys::Jwks(parse_jwks(&text, path).map_err(|e| format!("route {route}: {e}"))?)
             }
             JwtKey::JwksUrl(url) => {
-                return Err(format!(
-                    "route {route}: auth.jwt.jwks_url ({url}) is not supported yet; use jwks_file"
-                ));
+                let remote = Arc::new(RemoteJwks {
+                    url: url.clone(),
+                    cooldown: spec.jwks_cooldown,
+                    keys: std::sync::RwLock::new(Arc::new(Vec::new())),
+                    last_fetch: std::sync::Mutex::new(None),
+                    last_on_demand: std::sync::Mutex::new(None),
+                    fetches: std::sync::atomic::AtomicU64::new(0),
+                });
+                // A JWKS endpoint that is down at start must not stop the
+                // proxy: tokens fail until a fetch succeeds.
+                if let Err(e) = remote.fetch() {
+                    tracing::warn!(%route, "cannot fetch the JWKS yet: {e}");
+                }
+                Keys::Remote(remote)
             }
         };
         Ok(RouteAuth {
@@ -118,30 +210,45 @@ impl RouteAuth {
         })
     }
 
+    /// The remote JWKS, if the keys come from a URL.
+    pub fn remote(&self) -> Option<&Arc<RemoteJwks>> {
+        match &self.keys {
+            Keys::Remote(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// Verifies the request's bearer token; returns its claims.
-    pub fn verify(&self, headers: &HeaderMap) -> Result<Claims, AuthError> {
+    pub async fn verify(&self, headers: &HeaderMap) -> Result<Claims, AuthError> {
         let token = bearer(headers).ok_or(AuthError::Missing)?;
         let invalid = |why: &str| AuthError::Invalid(why.to_string());
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed token"))?;
         if !self.algorithms.contains(&header.alg) {
             return Err(invalid("algorithm not accepted"));
         }
+        let remote_keys;
         let key = match &self.keys {
             Keys::Single(k) => k,
-            Keys::Jwks(keys) => {
+            Keys::Jwks(keys) => pick(keys, &header)?,
+            Keys::Remote(r) => {
                 let kid = header
                     .kid
-                    .as_deref()
+                    .clone()
                     .ok_or_else(|| invalid("token has no kid"))?;
-                let (_, key, alg) = keys
-                    .iter()
-                    .find(|(k, _, _)| k == kid)
-                    .ok_or_else(|| invalid("unknown key id"))?;
-                let header_alg = format!("{:?}", header.alg);
-                if alg.as_ref().is_some_and(|a| *a != header_alg) {
-                    return Err(invalid("algorithm does not match the key"));
+                let mut keys = r.keys();
+                if !keys.iter().any(|(k, _, _)| *k == kid) && r.may_fetch() {
+                    // An unknown kid may be a new key: fetch again, at most
+                    // once per cool-down, off the runtime.
+                    let r2 = r.clone();
+                    match tokio::task::spawn_blocking(move || r2.fetch()).await {
+                        Ok(Err(e)) => tracing::warn!("cannot fetch the JWKS: {e}"),
+                        Err(e) => tracing::warn!("cannot fetch the JWKS: {e}"),
+                        Ok(Ok(())) => {}
+                    }
+                    keys = r.keys();
                 }
-                key
+                remote_keys = keys;
+                pick(&remote_keys, &header)?
             }
         };
         let mut v = Validation::new(header.alg);
@@ -180,6 +287,24 @@ impl RouteAuth {
                 })
             })
     }
+}
+
+/// The key a token names by `kid`, if its algorithm fits the key's.
+fn pick<'k>(keys: &'k KeySet, header: &jsonwebtoken::Header) -> Result<&'k DecodingKey, AuthError> {
+    let invalid = |why: &str| AuthError::Invalid(why.to_string());
+    let kid = header
+        .kid
+        .as_deref()
+        .ok_or_else(|| invalid("token has no kid"))?;
+    let (_, key, alg) = keys
+        .iter()
+        .find(|(k, _, _)| k == kid)
+        .ok_or_else(|| invalid("unknown key id"))?;
+    let header_alg = format!("{:?}", header.alg);
+    if alg.as_ref().is_some_and(|a| *a != header_alg) {
+        return Err(invalid("algorithm does not match the key"));
+    }
+    Ok(key)
 }
 
 /// The token of `Authorization: Bearer TOKEN`.

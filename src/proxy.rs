@@ -120,7 +120,7 @@ pub async fn handle(
     // JWT auth: a route that asks for it gets no request without a valid token.
     let mut claims = None;
     if let Some(auth) = route.and_then(|_| live.auths[slot - 1].as_ref()) {
-        match auth.verify(&parts.headers) {
+        match auth.verify(&parts.headers).await {
             Ok(c) => claims = Some(c),
             Err(e) => {
                 let mut resp = ProxyError::Unauthorized(e.to_string()).response(route_name, None);

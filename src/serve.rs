@@ -274,8 +274,12 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Forgets rate-limit keys that are back at a full quota, every second, so
-/// a flood of distinct keys cannot grow memory.
+/// How old a remote JWKS may get before it is fetched again.
+const JWKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Every second: forgets rate-limit keys that are back at a full quota, so
+/// a flood of distinct keys cannot grow memory, and refreshes remote JWKS
+/// older than five minutes.
 fn spawn_rate_limit_cleanup(shared: Arc<Shared>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -283,6 +287,16 @@ fn spawn_rate_limit_cleanup(shared: Arc<Shared>) {
             tick.tick().await;
             for (_, limit) in shared.limits.all() {
                 limit.retain();
+            }
+            // Remote JWKS are refreshed every few minutes.
+            let live = shared.live.load_full();
+            for auth in live.auths.iter().flatten() {
+                if let Some(remote) = auth.remote().cloned() {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        remote.refresh_if_older(JWKS_REFRESH);
+                    })
+                    .await;
+                }
             }
         }
     });

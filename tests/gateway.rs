@@ -353,6 +353,61 @@ rate_limit = {{ per_second = 0.2, burst = 3, key = "claim:sub" }}
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_remote_jwks_is_fetched_again_for_a_new_kid_once_per_cooldown() {
+        use std::sync::{Arc, Mutex};
+        let b = Backend::start("app").await;
+        let k1 = rcgen::KeyPair::generate().expect("key 1");
+        let k2 = rcgen::KeyPair::generate().expect("key 2");
+        let jwk = |k: &rcgen::KeyPair, kid: &str| {
+            let enc = EncodingKey::from_ec_pem(k.serialize_pem().as_bytes()).expect("pem");
+            let mut j = Jwk::from_encoding_key(&enc, Algorithm::ES256).expect("jwk");
+            j.common.key_id = Some(kid.into());
+            (j, enc)
+        };
+        let (j1, e1) = jwk(&k1, "k1");
+        let (j2, e2) = jwk(&k2, "k2");
+        let served = Arc::new(Mutex::new(
+            serde_json::to_string(&JwkSet {
+                keys: vec![j1.clone()],
+            })
+            .expect("json"),
+        ));
+        let s2 = served.clone();
+        let (jwks, _) = support::ScriptedBackend::start(move |_| support::Answer {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: s2.lock().expect("lock").clone().into_bytes(),
+        })
+        .await;
+        let proxy = Proxy::start(&route(
+            &b,
+            &format!(
+                r#"algorithms = ["ES256"], jwks_url = "{}/jwks.json", jwks_cooldown = "1h""#,
+                jwks.url()
+            ),
+        ));
+        let sign = |enc: &EncodingKey, kid: &str| {
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = Some(kid.into());
+            encode(&h, &claims(json!({})), enc).expect("sign")
+        };
+        let c = client();
+        assert_eq!(call(&c, &proxy, Some(&sign(&e1, "k1"))).await.status, 200);
+        assert_eq!(jwks.seen().len(), 1, "fetched once at start");
+        // The identity provider rotates in k2: the first token with it
+        // makes the proxy fetch again.
+        *served.lock().expect("lock") =
+            serde_json::to_string(&JwkSet { keys: vec![j1, j2] }).expect("json");
+        assert_eq!(call(&c, &proxy, Some(&sign(&e2, "k2"))).await.status, 200);
+        assert_eq!(jwks.seen().len(), 2);
+        // Unknown kids do not hammer the endpoint: once per cool-down.
+        for _ in 0..5 {
+            assert_eq!(call(&c, &proxy, Some(&sign(&e2, "k9"))).await.status, 401);
+        }
+        assert_eq!(jwks.seen().len(), 2, "within the cool-down: no new fetch");
+    }
+
     #[test]
     fn a_missing_secret_is_one_clear_line_at_start() {
         let dir = tempfile::tempdir().expect("dir");
