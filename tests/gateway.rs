@@ -271,6 +271,26 @@ auth.forward_claims = {{ sub = "x-user-id" }}
         // HS256 "signed" with the public key: the classic confusion attack.
         let confused = hs(&claims(json!({})), key.public_key_pem().as_bytes());
         assert_eq!(call(&c, &by_pem, Some(&confused)).await.status, 401);
+        // The same with an RSA key, the form the attack usually takes.
+        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("RSA key");
+        let rsa_pem = dir.path().join("rsa.pem");
+        std::fs::write(&rsa_pem, rsa.public_key_pem()).expect("write pem");
+        let by_rsa = Proxy::start(&route(
+            &b,
+            &format!(
+                r#"algorithms = ["RS256"], public_key_pem = "{}""#,
+                rsa_pem.display()
+            ),
+        ));
+        let rs = encode(
+            &Header::new(Algorithm::RS256),
+            &claims(json!({})),
+            &EncodingKey::from_rsa_pem(rsa.serialize_pem().as_bytes()).expect("RSA pem"),
+        )
+        .expect("sign");
+        assert_eq!(call(&c, &by_rsa, Some(&rs)).await.status, 200);
+        let confused = hs(&claims(json!({})), rsa.public_key_pem().as_bytes());
+        assert_eq!(call(&c, &by_rsa, Some(&confused)).await.status, 401);
 
         let by_kid = Proxy::start(&route(
             &b,
@@ -292,7 +312,7 @@ auth.forward_claims = {{ sub = "x-user-id" }}
             401,
             "no kid"
         );
-        assert_eq!(b.requests(), 2);
+        assert_eq!(b.requests(), 3, "the three valid tokens, nothing else");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
