@@ -33,6 +33,10 @@ pub async fn serve(
     client: std::net::IpAddr,
 ) -> Response<ProxyBody> {
     let agg = &live.config().aggregates[i];
+    if parts.method != http::Method::GET && parts.method != http::Method::HEAD {
+        return crate::error::ProxyError::MethodNotAllowed(parts.method.to_string())
+            .response(Some(agg.name.as_str()), None);
+    }
     let vars: Vec<(String, String)> = match &agg.matcher.path {
         Some(PathMatch::Template(t)) => t
             .captures(parts.uri.path())
@@ -141,6 +145,11 @@ async fn fetch(
     headers: HeaderMap,
     client: std::net::IpAddr,
 ) -> Result<Value, String> {
+    // A variable of `.` or `..` would make a path the route table reads one
+    // way and the upstream another.
+    if crate::headers::ambiguous_path(path.split('?').next().unwrap_or(path)) {
+        return Err(format!("ambiguous part path {path}"));
+    }
     let uri: Uri = path
         .parse()
         .map_err(|e| format!("bad part path {path}: {e}"))?;

@@ -152,8 +152,10 @@ pub enum AuthError {
 }
 
 impl RouteAuth {
-    /// Loads the route's keys.
-    pub fn load(route: &str, spec: &AuthSpec) -> Result<Self, String> {
+    /// Loads the route's keys; relative file paths are read from `base`
+    /// (the config file's directory).
+    pub fn load(route: &str, spec: &AuthSpec, base: &std::path::Path) -> Result<Self, String> {
+        let file = |p: &str| base.join(p);
         let algorithms = spec
             .algorithms
             .iter()
@@ -171,7 +173,7 @@ impl RouteAuth {
                 }
             },
             JwtKey::PublicKeyPem(path) => {
-                let pem = std::fs::read(path)
+                let pem = std::fs::read(file(path))
                     .map_err(|e| format!("route {route}: cannot read {path}: {e}"))?;
                 let key = DecodingKey::from_rsa_pem(&pem)
                     .or_else(|_| DecodingKey::from_ec_pem(&pem))
@@ -182,7 +184,7 @@ impl RouteAuth {
                 Keys::Single(key)
             }
             JwtKey::JwksFile(path) => {
-                let text = std::fs::read(path)
+                let text = std::fs::read(file(path))
                     .map_err(|e| format!("route {route}: cannot read {path}: {e}"))?;
                 Keys::Jwks(parse_jwks(&text, path).map_err(|e| format!("route {route}: {e}"))?)
             }
@@ -220,8 +222,12 @@ impl RouteAuth {
 
     /// Verifies the request's bearer token; returns its claims.
     pub async fn verify(&self, headers: &HeaderMap) -> Result<Claims, AuthError> {
-        let token = bearer(headers).ok_or(AuthError::Missing)?;
         let invalid = |why: &str| AuthError::Invalid(why.to_string());
+        // Which one would the upstream read? Refuse to guess.
+        if headers.get_all(http::header::AUTHORIZATION).iter().count() > 1 {
+            return Err(invalid("more than one Authorization header"));
+        }
+        let token = bearer(headers).ok_or(AuthError::Missing)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed token"))?;
         if !self.algorithms.contains(&header.alg) {
             return Err(invalid("algorithm not accepted"));
@@ -328,13 +334,20 @@ pub fn claim_text(claims: &Claims, name: &str) -> Option<String> {
 }
 
 /// Every route's verifier, in route order; an error names the route and
-/// what is missing.
-pub fn load_all(config: &Config) -> Result<Vec<Option<Arc<RouteAuth>>>, String> {
+/// what is missing. Relative key files are read next to `config_path`.
+pub fn load_all(
+    config: &Config,
+    config_path: &std::path::Path,
+) -> Result<Vec<Option<Arc<RouteAuth>>>, String> {
+    let base = config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     config
         .routes
         .iter()
         .map(|r| match &r.auth {
-            Some(spec) => RouteAuth::load(&r.name, spec).map(|a| Some(Arc::new(a))),
+            Some(spec) => RouteAuth::load(&r.name, spec, base).map(|a| Some(Arc::new(a))),
             None => Ok(None),
         })
         .collect()

@@ -159,7 +159,7 @@ impl RouteCache {
         let variants = self.entries.get(key)?;
         let hit = variants.iter().find(|s| {
             s.stored_at.elapsed() < s.fresh_for
-                && s.vary.iter().all(|(n, v)| headers.get(n) == v.as_ref())
+                && s.vary.iter().all(|(n, v)| joined(headers, n) == *v)
         })?;
         self.hits.fetch_add(1, Relaxed);
         let mut resp = Response::new(if method == Method::HEAD {
@@ -175,6 +175,15 @@ impl RouteCache {
         resp.headers_mut()
             .insert(X_CACHE, HeaderValue::from_static("HIT"));
         Some(resp)
+    }
+
+    /// Drops what is stored for this URL on every upstream: after a
+    /// successful unsafe request (RFC 9111 section 4.4).
+    pub fn invalidate(&self, upstreams: usize, host: Option<&str>, path_and_query: &str) {
+        for u in 0..upstreams {
+            let key = Self::key(UpstreamId(u as u32), host, path_and_query);
+            self.entries.invalidate(&key);
+        }
     }
 
     /// Counts a miss.
@@ -276,7 +285,7 @@ impl Fill {
             .flat_map(|v| v.split(','))
             .filter_map(|n| header::HeaderName::from_bytes(n.trim().as_bytes()).ok())
             .map(|n| {
-                let v = request.get(&n).cloned();
+                let v = joined(request, &n);
                 (n, v)
             })
             .collect();
@@ -286,6 +295,21 @@ impl Fill {
             headers: headers.clone(),
             vary,
             fresh_for,
+        }
+    }
+}
+
+/// Every value of a request header as one: a header sent twice (or
+/// cookies split over HTTP/2 fields) must not match on its first value
+/// alone. Cookies join with `; `, others with `, `.
+fn joined(headers: &HeaderMap, name: &header::HeaderName) -> Option<HeaderValue> {
+    let values: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
+    match values.as_slice() {
+        [] => None,
+        [one] => HeaderValue::from_bytes(one).ok(),
+        many => {
+            let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+            HeaderValue::from_bytes(&many.join(sep)).ok()
         }
     }
 }

@@ -372,6 +372,12 @@ fn tui(admin: &str, actor: Option<String>, refresh: &str) -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match config_file::load(path) {
         Ok(config) => {
+            // What serve would refuse at start: secrets not set, key files
+            // missing or unreadable.
+            if let Err(e) = crate::auth::load_all(&config, path) {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(1);
+            }
             println!(
                 "{}: ok ({} upstreams, {} routes, {} aggregates)",
                 path.display(),

@@ -320,3 +320,61 @@ mod tests {
         assert_eq!(client_ip(&h, peer, 5), "1.1.1.1".parse::<IpAddr>().unwrap());
     }
 }
+
+/// Whether a request path is one that servers behind the proxy could read
+/// differently from the router: a `.` or `..` segment (also percent-encoded,
+/// with `;params`, or split by an encoded or back slash), or an empty
+/// segment (`//`). Such paths are refused (400) rather than routed, so no
+/// route's auth or rate limit can be stepped around by a path the monolith
+/// would normalise to a protected one.
+pub fn ambiguous_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let unified = lower
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    let body = unified.strip_prefix('/').unwrap_or(&unified);
+    if body.is_empty() {
+        return false;
+    }
+    let segs: Vec<&str> = body.split('/').collect();
+    segs.iter().enumerate().any(|(i, seg)| {
+        let seg = seg.split(';').next().unwrap_or("");
+        let decoded = seg.replace("%2e", ".");
+        let last = i + 1 == segs.len();
+        decoded == "." || decoded == ".." || (seg.is_empty() && !last)
+    })
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::ambiguous_path;
+
+    #[test]
+    fn dot_and_empty_segments_are_ambiguous() {
+        for p in [
+            "/open/../secure/a",
+            "/open/%2e%2e/secure/a",
+            "/open/%2E%2E/secure",
+            "/open/..;/secure/a",
+            "//secure/a",
+            "/a//b",
+            "/a/./b",
+            "/a/..",
+            "/open/..%2fsecure",
+            "/open\\..\\secure",
+        ] {
+            assert!(ambiguous_path(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/api/orders/7",
+            "/api/orders/",
+            "/a/b.c/..d/e..",
+            "/files/%2e%2e.txt",
+            "/x;y=1/z",
+        ] {
+            assert!(!ambiguous_path(p), "{p}");
+        }
+    }
+}

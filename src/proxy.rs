@@ -65,6 +65,14 @@ pub async fn handle(
     if method == http::Method::CONNECT {
         refuse!(None, ProxyError::MethodNotAllowed("CONNECT".into()));
     }
+    if crate::headers::ambiguous_path(parts.uri.path()) {
+        refuse!(
+            None,
+            ProxyError::BadRequest(
+                "ambiguous path: dot segments and empty segments are refused".into()
+            )
+        );
+    }
     // An absolute-form target (`GET http://host/path`): its host replaces Host.
     if parts.version != Version::HTTP_2
         && parts.uri.authority().is_some()
@@ -221,6 +229,25 @@ pub async fn handle(
     }
     // Only strangler marks shadow requests.
     parts.headers.remove(SHADOW_HEADER);
+    // Cookies split over several fields (HTTP/2 does) become one header, as
+    // HTTP/1.1 upstreams expect (RFC 9113 section 8.2.3).
+    if parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        let joined: Vec<&[u8]> = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+            parts.headers.insert(header::COOKIE, v);
+        }
+    }
     set_forwarded(
         &mut parts.headers,
         &peer_ip,
@@ -264,13 +291,22 @@ pub async fn handle(
     // The route's cache: a fresh stored answer is served without touching
     // an upstream (and is not shadowed); a miss may be stored on its way.
     let mut cache_fill = None;
+    let mut invalidate_after = None;
     if let Some(cache) = route
         .filter(|_| !websocket)
         .and_then(|_| live.caches[slot - 1].as_ref())
     {
         use crate::cache::{RouteCache, Use};
         let usage = cache.usage(&method, &parts.headers);
-        if usage != Use::None {
+        if !matches!(
+            method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+        ) {
+            // A write to this URL: what is stored for it goes once it succeeds.
+            invalidate_after = Some(cache.clone());
+        }
+        // A GET with a body is not what other GETs would get.
+        if usage != Use::None && body_empty {
             let host = host_value.as_ref().and_then(|v| v.to_str().ok());
             let key = RouteCache::key(upstream_id, host, path_and_query.as_str());
             if usage == Use::Full
@@ -403,6 +439,12 @@ pub async fn handle(
                     crate::tunnel::spawn(down, up, r.idle_timeout, r.name.clone());
                 }
                 let mut rbody = ProxyBody::Pooled(rbody);
+                if let Some(cache) = invalidate_after.take()
+                    && status < 400
+                {
+                    let host = host_value.as_ref().and_then(|v| v.to_str().ok());
+                    cache.invalidate(live.pools.len(), host, path_and_query.as_str());
+                }
                 if let Some((cache, key, authorized, request)) = cache_fill.take() {
                     if let Some(fresh) = cache.storable(rparts.status, &rparts.headers, authorized)
                     {

@@ -203,7 +203,7 @@ impl Shared {
         };
         let limits = crate::ratelimit::Limits::default();
         let caches = crate::cache::Caches::default();
-        let auths = crate::auth::load_all(&config).map_err(ControlError::Invalid)?;
+        let auths = crate::auth::load_all(&config, &config_path).map_err(ControlError::Invalid)?;
         let live = Live::build(
             Arc::new(config),
             layer,
@@ -254,7 +254,7 @@ impl Shared {
             }
         };
         // Keys (JWKS files, PEMs, secrets) are read again on every reload.
-        let auths = match crate::auth::load_all(&config) {
+        let auths = match crate::auth::load_all(&config, &self.config_path) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!("config reload failed, keeping the previous config: {e}");

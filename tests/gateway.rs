@@ -877,3 +877,164 @@ idle_timeout = "{idle}"
         );
     }
 }
+
+mod hardening {
+    use super::*;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::json;
+    use support::{Answer, ScriptedBackend, Seen, send};
+
+    fn token() -> String {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 600;
+        encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "u", "exp": exp}),
+            &EncodingKey::from_secret(b"s3cret-s3cret-s3cret"),
+        )
+        .expect("sign")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_path_or_header_trick_gets_around_auth() {
+        let b = Backend::start("app").await;
+        let proxy = Proxy::start_env(
+            "",
+            &format!(
+                r#"[upstreams.app]
+urls = ["{}"]
+[default]
+upstream = "app"
+[[routes]]
+name = "secure"
+match.path_prefix = "/secure"
+split = {{ app = 100 }}
+auth.jwt = {{ algorithms = ["HS256"], secret_env = "JWT_SECRET" }}
+"#,
+                b.url()
+            ),
+            &[],
+            &[("JWT_SECRET", "s3cret-s3cret-s3cret")],
+        );
+        for path in [
+            "/open/../secure/admin",
+            "/open/%2e%2e/secure/a",
+            "/open/..;/secure/a",
+            "//secure/a",
+            "/open/..%2fsecure/a",
+        ] {
+            let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let answer = support::raw(proxy.addr, head.as_bytes()).await;
+            assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        }
+        // Two Authorization headers: which would the upstream read? Refused.
+        let good = format!("Bearer {}", token());
+        let head = format!(
+            "GET /secure/a HTTP/1.1\r\nHost: x\r\nAuthorization: {good}\r\nAuthorization: Bearer garbage\r\nConnection: close\r\n\r\n"
+        );
+        let answer = support::raw(proxy.addr, head.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert_eq!(b.requests(), 0, "nothing reached the upstream");
+        // The ordinary case still works.
+        let ok = get(
+            &client(),
+            &proxy.url("/secure/a"),
+            &[("authorization", good.as_str())],
+        )
+        .await;
+        assert_eq!(ok.status, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cache_keys_on_every_value_and_forgets_after_a_write() {
+        let (b, _) = ScriptedBackend::start(|s: &Seen| {
+            let cookies: Vec<String> = s
+                .headers
+                .get_all("cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_string))
+                .collect();
+            Answer::json(json!({"cookies": cookies, "method": s.method})).header("vary", "cookie")
+        })
+        .await;
+        let proxy = Proxy::start(&format!(
+            r#"[upstreams.app]
+urls = ["{}"]
+[default]
+upstream = "app"
+[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = {{ app = 100 }}
+cache = {{ ttl = "60s" }}
+"#,
+            b.url()
+        ));
+        let raw = |cookies: &[&str]| {
+            let lines: String = cookies.iter().map(|c| format!("Cookie: {c}\r\n")).collect();
+            format!("GET /api/me HTTP/1.1\r\nHost: x\r\n{lines}Connection: close\r\n\r\n")
+        };
+        let alice = support::raw(proxy.addr, raw(&["theme=dark", "s=alice"]).as_bytes()).await;
+        assert!(alice.contains("s=alice"), "{alice}");
+        let bob = support::raw(proxy.addr, raw(&["theme=dark", "s=bob"]).as_bytes()).await;
+        assert!(
+            bob.contains("s=bob") && !bob.contains("alice"),
+            "bob got alice's answer: {bob}"
+        );
+        // Split cookies reach the upstream as one header.
+        assert!(
+            alice.contains(r#""cookies":["theme=dark; s=alice"]"#),
+            "{alice}"
+        );
+
+        let c = client();
+        get(&c, &proxy.url("/api/p"), &[]).await;
+        assert_eq!(
+            get(&c, &proxy.url("/api/p"), &[]).await.headers["x-cache"],
+            "HIT"
+        );
+        assert_eq!(
+            send(&c, "POST", &proxy.url("/api/p"), &[], "x")
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            get(&c, &proxy.url("/api/p"), &[]).await.headers["x-cache"],
+            "MISS",
+            "a successful write forgets the stored answer"
+        );
+    }
+}
+
+#[test]
+fn check_reports_an_unset_jwt_secret() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("strangler.toml");
+    std::fs::write(
+        &path,
+        r#"[upstreams.app]
+urls = ["http://127.0.0.1:9"]
+[default]
+upstream = "app"
+[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = { app = 100 }
+auth.jwt = { algorithms = ["HS256"], secret_env = "STRANGLER_TEST_UNSET_SECRET_2" }
+"#,
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("STRANGLER_TEST_UNSET_SECRET_2")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("STRANGLER_TEST_UNSET_SECRET_2"), "{err}");
+}

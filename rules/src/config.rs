@@ -1069,7 +1069,17 @@ impl Validator {
             .and_then(|j| self.jwt(&format!("{key}.auth.jwt"), j));
         let mut forward_claims = Vec::new();
         for (claim, header) in r.auth.forward_claims {
-            if header.is_empty() || !header.bytes().all(is_tchar) {
+            let lower = header.to_ascii_lowercase();
+            if RESERVED_CLAIM_TARGETS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+                self.problem(
+                    format!("{key}.auth.forward_claims.{}", claim),
+                    ProblemKind::BadValue {
+                        what: "header name",
+                        value: header.clone(),
+                        expected: "a header of your own such as x-user-id, not one that frames, routes or authorizes the request".into(),
+                    },
+                );
+            } else if header.is_empty() || !header.bytes().all(is_tchar) {
                 self.problem(
                     format!("{key}.auth.forward_claims.{}", claim),
                     ProblemKind::BadValue {
@@ -1159,10 +1169,30 @@ impl Validator {
                 key: rk,
             })
         });
-        let cache = r.cache.map(|c| CacheSpec {
-            ttl: self.duration(&format!("{key}.cache.ttl"), Some(&c.ttl), Duration::ZERO),
-            max_entries: c.max_entries.unwrap_or(defaults::CACHE_MAX_ENTRIES),
-            max_bytes: c.max_bytes.unwrap_or(defaults::CACHE_MAX_BYTES),
+        let cache = r.cache.map(|c| {
+            let spec = CacheSpec {
+                ttl: self.duration(&format!("{key}.cache.ttl"), Some(&c.ttl), Duration::ZERO),
+                max_entries: c.max_entries.unwrap_or(defaults::CACHE_MAX_ENTRIES),
+                max_bytes: c.max_bytes.unwrap_or(defaults::CACHE_MAX_BYTES),
+            };
+            for (field, zero) in [
+                ("ttl", spec.ttl.is_zero()),
+                ("max_entries", spec.max_entries == 0),
+                ("max_bytes", spec.max_bytes == 0),
+            ] {
+                if zero {
+                    self.problem(
+                        format!("{key}.cache.{field}"),
+                        ProblemKind::BadValue {
+                            what: "cache limit",
+                            value: "0".into(),
+                            expected: "more than 0 (a cache that can hold nothing stores nothing)"
+                                .into(),
+                        },
+                    );
+                }
+            }
+            spec
         });
         let ramp = r
             .ramp
@@ -1466,6 +1496,18 @@ impl Validator {
             j.jwks_cooldown.as_deref(),
             defaults::JWKS_COOLDOWN,
         );
+        if let Some(aud) = &j.audience
+            && aud.clone().into_vec().is_empty()
+        {
+            self.problem(
+                format!("{key}.audience"),
+                ProblemKind::BadValue {
+                    what: "audience",
+                    value: "[]".into(),
+                    expected: "at least one audience, or leave audience out to not check it".into(),
+                },
+            );
+        }
         Some(AuthSpec {
             issuer: j.issuer,
             audience: j.audience.map(OneOrMany::into_vec).unwrap_or_default(),
@@ -1714,6 +1756,22 @@ fn fmt_f64(v: f64) -> String {
     let s = format!("{v}");
     s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
 }
+
+/// Headers a claim may not be forwarded as: they frame, route or
+/// authorize the request.
+const RESERVED_CLAIM_TARGETS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "authorization",
+    "cookie",
+    "x-strangler-shadow",
+];
 
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)

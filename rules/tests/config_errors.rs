@@ -381,3 +381,29 @@ fn weight_sums_are_rounded_for_display() {
         "test.toml:11: routes[0].split: weights sum to 99.9, they must sum to 100"
     );
 }
+
+#[test]
+fn gateway_settings_that_would_open_a_hole_or_do_nothing() {
+    let lines = errors(
+        r#"[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = { monolith = 100 }
+auth.jwt = { algorithms = ["HS256"], secret_env = "S", audience = [] }
+auth.forward_claims = { sub = "host", role = "Content-Length", x = "x-user-id" }
+cache = { ttl = "0s", max_entries = 0 }
+"#,
+    );
+    let all = lines.join("\n");
+    for needle in [
+        "auth.jwt.audience",
+        "auth.forward_claims.sub",
+        "auth.forward_claims.role",
+        "cache.ttl",
+        "cache.max_entries",
+    ] {
+        assert!(all.contains(needle), "{needle} missing in:\n{all}");
+    }
+    assert!(!all.contains("forward_claims.x"), "{all}");
+    assert_eq!(lines.len(), 5, "{all}");
+}
