@@ -103,8 +103,30 @@ fn authorized(auth: &AdminAuth, req: &Request<Incoming>) -> bool {
     ct_eq(got.as_bytes(), token.as_bytes())
 }
 
+#[derive(Debug, Default, Clone, Deserialize)]
+struct GatesBody {
+    #[serde(default)]
+    max_error_rate: Option<f64>,
+    #[serde(default)]
+    max_error_ratio: Option<f64>,
+    #[serde(default)]
+    max_p99_ratio: Option<f64>,
+    #[serde(default)]
+    max_mismatch_rate: Option<f64>,
+    #[serde(default)]
+    min_requests: Option<u64>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct Body {
+    #[serde(default)]
+    steps: Option<Vec<f64>>,
+    #[serde(default)]
+    every: Option<String>,
+    #[serde(default)]
+    gates: Option<GatesBody>,
+    #[serde(default)]
+    on_fail: Option<String>,
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
@@ -231,14 +253,22 @@ async fn handle(
             .await
         }
         (&Method::POST, ["api", "v1", "routes", name, "rollback"]) => {
-            let reason = or_default(&reason, "rollback");
+            let reason = ramp_note(shared, name, &or_default(&reason, "rollback"));
             route_change(shared, &actor, &reason, if_match, name, |_, o| {
+                stop_ramp(o);
                 o.rolled_back = true;
                 o.split = None;
                 Ok(())
             })
             .await
         }
+        (&Method::POST, ["api", "v1", "routes", name, "ramp"]) => {
+            start_ramp(shared, &actor, &reason, if_match, name, &body).await
+        }
+        (&Method::POST, ["api", "v1", "routes", name, "ramp", verb]) => {
+            ramp_control(shared, &actor, if_match, name, verb).await
+        }
+        (&Method::GET, ["api", "v1", "ramps"]) => Ok(ramps(shared)),
         (&Method::POST, ["api", "v1", "routes", name, "reset"]) => {
             let reason = or_default(&reason, "reset to the file");
             route_change(shared, &actor, &reason, if_match, name, |_, o| {
@@ -332,13 +362,251 @@ async fn set_split(
     name: &str,
     weights: BTreeMap<String, f64>,
 ) -> Result<Value, ControlError> {
-    route_change(shared, actor, reason, if_match, name, |config, o| {
+    let reason = ramp_note(shared, name, reason);
+    route_change(shared, actor, &reason, if_match, name, |config, o| {
         control::validate_weights(config, &weights)?;
+        stop_ramp(o);
         o.split = Some(weights);
         o.rolled_back = false;
         Ok(())
     })
     .await
+}
+
+/// A manual change stops the route's ramp first.
+fn stop_ramp(o: &mut RouteOverride) {
+    if let Some(r) = &mut o.ramp
+        && (r.state == "running" || r.state == "paused")
+    {
+        r.state = "stopped".into();
+        r.note = "stopped by a manual change".into();
+    }
+}
+
+/// The reason, saying so when a manual change stops a ramp.
+fn ramp_note(shared: &Arc<Shared>, name: &str, reason: &str) -> String {
+    let ramping = shared
+        .live
+        .load()
+        .layer
+        .routes
+        .get(name)
+        .and_then(|o| o.ramp.as_ref())
+        .is_some_and(|r| r.state == "running" || r.state == "paused");
+    if ramping {
+        format!("{reason} (the route's ramp is stopped)")
+    } else {
+        reason.to_string()
+    }
+}
+
+/// `POST /api/v1/routes/{name}/ramp`.
+async fn start_ramp(
+    shared: &Arc<Shared>,
+    actor: &str,
+    reason: &str,
+    if_match: Option<u64>,
+    name: &str,
+    body: &Body,
+) -> Result<Value, ControlError> {
+    let live = shared.live.load_full();
+    let config = live.config();
+    let route = config
+        .route(name)
+        .ok_or_else(|| ControlError::UnknownRoute(name.to_string()))?;
+    let default = config.upstream(config.default_upstream).name.clone();
+    let file = route.ramp.as_ref();
+    let to = match (&body.to, file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => config.upstream(f.to).name.clone(),
+        (None, None) => config
+            .shift_target(route)
+            .map(|id| config.upstream(id).name.clone())
+            .ok_or_else(|| {
+                ControlError::Invalid(format!(
+                    "route \"{name}\" has no single upstream besides the default; give \"to\""
+                ))
+            })?,
+    };
+    if config.upstream_id(&to).is_none() || to == default {
+        return Err(ControlError::Invalid(format!(
+            "\"{to}\" is not an upstream a ramp can move traffic to"
+        )));
+    }
+    let steps: Vec<f64> = match (&body.steps, file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(f)) => f.steps_bp.iter().map(|b| f64::from(*b) / 100.0).collect(),
+        (None, None) => return Err(ControlError::Invalid("missing \"steps\"".into())),
+    };
+    if steps.is_empty()
+        || steps.windows(2).any(|w| w[1] <= w[0])
+        || steps
+            .iter()
+            .any(|s| control::percent_bp(*s).is_err() || *s <= 0.0)
+    {
+        return Err(ControlError::Invalid(
+            "steps must be rising percentages above 0, e.g. [1, 5, 25, 50, 100]".into(),
+        ));
+    }
+    let every = match (&body.every, file) {
+        (Some(e), _) => strangler_rules::config::parse_duration(e)
+            .map_err(|e| ControlError::Invalid(format!("every: {e}")))?,
+        (None, Some(f)) => f.every,
+        (None, None) => return Err(ControlError::Invalid("missing \"every\"".into())),
+    };
+    if every < std::time::Duration::from_secs(1) {
+        return Err(ControlError::Invalid("every must be at least 1s".into()));
+    }
+    let g = body.gates.clone().unwrap_or_default();
+    let gates = control::Gates {
+        max_error_rate: g
+            .max_error_rate
+            .or(file.map(|f| f.max_error_rate))
+            .unwrap_or(0.01),
+        max_error_ratio: g
+            .max_error_ratio
+            .or(file.map(|f| f.max_error_ratio))
+            .unwrap_or(2.0),
+        max_p99_ratio: g
+            .max_p99_ratio
+            .or(file.map(|f| f.max_p99_ratio))
+            .unwrap_or(1.5),
+        max_mismatch_rate: g.max_mismatch_rate.or(file.map(|f| f.max_mismatch_rate)),
+        min_requests: g
+            .min_requests
+            .or(file.map(|f| f.min_requests))
+            .unwrap_or(200),
+    };
+    let on_fail = body.on_fail.clone().unwrap_or_else(|| "rollback".into());
+    if on_fail != "rollback" && on_fail != "pause" {
+        return Err(ControlError::Invalid(format!(
+            "on_fail \"{on_fail}\": give rollback or pause"
+        )));
+    }
+    let reason = or_default(
+        reason,
+        &format!(
+            "ramp started: {} to {to} in steps {:?} every {}",
+            name,
+            steps,
+            humantime_secs(every)
+        ),
+    );
+    let first = steps[0];
+    let ramp = control::Ramp {
+        to: to.clone(),
+        steps,
+        every_ms: every.as_millis() as u64,
+        gates,
+        on_fail,
+        step: 0,
+        step_started_ms: strangler_shadow::time::now_ms(),
+        extensions: 0,
+        state: "running".into(),
+        note: String::new(),
+    };
+    route_change(shared, actor, &reason, if_match, name, move |_, o| {
+        o.rolled_back = false;
+        o.split = Some(crate::ramp::split_for(&to, &default, first));
+        o.ramp = Some(ramp);
+        Ok(())
+    })
+    .await
+}
+
+fn humantime_secs(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `POST /api/v1/routes/{name}/ramp/(pause|resume|abort)`.
+async fn ramp_control(
+    shared: &Arc<Shared>,
+    actor: &str,
+    if_match: Option<u64>,
+    name: &str,
+    verb: &str,
+) -> Result<Value, ControlError> {
+    let current = shared
+        .live
+        .load()
+        .layer
+        .routes
+        .get(name)
+        .and_then(|o| o.ramp.clone())
+        .ok_or_else(|| ControlError::NotFound(format!("route \"{name}\" has no ramp")))?;
+    let (from, to) = match verb {
+        "pause" => ("running", "paused"),
+        "resume" => ("paused", "running"),
+        "abort" => ("", "stopped"),
+        other => {
+            return Err(ControlError::NotFound(format!(
+                "no such ramp action \"{other}\": pause, resume or abort"
+            )));
+        }
+    };
+    let live_states = ["running", "paused"];
+    if (from.is_empty() && !live_states.contains(&current.state.as_str()))
+        || (!from.is_empty() && current.state != from)
+    {
+        return Err(ControlError::Invalid(format!(
+            "the ramp of route \"{name}\" is {}, it cannot {verb}",
+            current.state
+        )));
+    }
+    let reason = match verb {
+        "pause" => "ramp paused",
+        "resume" => "ramp resumed",
+        _ => "ramp aborted",
+    };
+    let to = to.to_string();
+    route_change(shared, actor, reason, if_match, name, move |_, o| {
+        if let Some(r) = &mut o.ramp {
+            r.state = to.clone();
+            if to == "running" {
+                // A resumed step gets a whole new window.
+                r.step_started_ms = strangler_shadow::time::now_ms();
+                r.extensions = 0;
+            }
+            r.note = format!("{to} by hand");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `GET /api/v1/ramps`.
+fn ramps(shared: &Arc<Shared>) -> Value {
+    let live = shared.live.load_full();
+    let list: Vec<Value> = live
+        .layer
+        .routes
+        .iter()
+        .filter_map(|(name, o)| {
+            let r = o.ramp.as_ref()?;
+            Some(json!({
+                "route": name,
+                "to": r.to,
+                "steps": r.steps,
+                "step": r.step + 1,
+                "share": r.steps.get(r.step),
+                "state": r.state,
+                "every_ms": r.every_ms,
+                "step_started": strangler_shadow::time::rfc3339_ms(r.step_started_ms),
+                "extensions": r.extensions,
+                "gates": r.gates,
+                "on_fail": r.on_fail,
+                "note": r.note,
+            }))
+        })
+        .collect();
+    json!({"ramps": list})
 }
 
 async fn shift(
@@ -412,6 +680,7 @@ async fn rollback_all(
             let before = control::layer_json(layer);
             for r in &config.routes {
                 let o = layer.routes.entry(r.name.clone()).or_default();
+                stop_ramp(o);
                 o.rolled_back = true;
                 o.split = None;
             }

@@ -132,6 +132,44 @@ pub enum Command {
     },
     /// Restore the runtime layer as it was right after VERSION (a new version).
     Revert { version: u64 },
+    /// Progressive rollout: `ramp ROUTE --steps 1,5,25,50,100 --every 10m`, or
+    /// `ramp status [ROUTE]`, `ramp pause|resume|abort ROUTE`.
+    Ramp {
+        /// ROUTE, or status [ROUTE], or pause|resume|abort ROUTE.
+        #[arg(required = true, num_args = 1..=2)]
+        args: Vec<String>,
+        /// The upstream to move traffic to (default: the route's one new upstream).
+        #[arg(long)]
+        to: Option<String>,
+        /// Percent to the new upstream at each step, e.g. 1,5,25,50,100.
+        #[arg(long, value_delimiter = ',')]
+        steps: Option<Vec<f64>>,
+        /// How long each step is held and measured, e.g. 10m.
+        #[arg(long)]
+        every: Option<String>,
+        /// Largest error rate of the new upstream, e.g. 1%.
+        #[arg(long)]
+        max_error_rate: Option<String>,
+        /// ...or at most this many times the default upstream's, when higher.
+        #[arg(long)]
+        max_error_ratio: Option<f64>,
+        /// The new upstream's p99 at most this many times the default's.
+        #[arg(long)]
+        max_p99_ratio: Option<f64>,
+        /// Largest real shadow mismatch rate, e.g. 0.5%.
+        #[arg(long)]
+        max_mismatch_rate: Option<String>,
+        /// Requests the new upstream must see in a window.
+        #[arg(long)]
+        min_requests: Option<u64>,
+        /// rollback (default) or pause.
+        #[arg(long)]
+        on_fail: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The terminal UI: routes, mismatches and history, with actions.
     Tui {
         /// How often to refresh from the admin API.
@@ -266,6 +304,42 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Tui { refresh } => tui(&cli.admin, cli.actor.clone(), &refresh),
+        Command::Ramp {
+            args,
+            to,
+            steps,
+            every,
+            max_error_rate,
+            max_error_ratio,
+            max_p99_ratio,
+            max_mismatch_rate,
+            min_requests,
+            on_fail,
+            reason,
+            json,
+        } => {
+            let c = match admin_client(&cli.admin, cli.actor.clone()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            crate::ctl::ramp(
+                &c,
+                &args,
+                crate::ctl::RampArgs {
+                    to,
+                    steps,
+                    every,
+                    max_error_rate,
+                    max_error_ratio,
+                    max_p99_ratio,
+                    max_mismatch_rate,
+                    min_requests,
+                    on_fail,
+                    reason,
+                },
+                json,
+            )
+        }
         other => {
             let c = match admin_client(&cli.admin, cli.actor.clone()) {
                 Ok(c) => c,

@@ -29,6 +29,50 @@ pub struct RouteOverride {
     pub shadow: Option<ShadowOverride>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore_fields_add: Vec<String>,
+    /// A progressive rollout in progress (or ended) on this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<Ramp>,
+}
+
+/// A ramp: the route's share to `to` walks through `steps`, each held for
+/// `every_ms` while the gates hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ramp {
+    pub to: String,
+    /// Percent to `to` at each step.
+    pub steps: Vec<f64>,
+    pub every_ms: u64,
+    pub gates: Gates,
+    /// `rollback` or `pause`.
+    pub on_fail: String,
+    /// The step in force (index into `steps`).
+    pub step: usize,
+    /// When the step began (ms since the epoch): its window.
+    pub step_started_ms: u64,
+    /// Times the window was extended for lack of requests.
+    #[serde(default)]
+    pub extensions: u32,
+    /// `running`, `paused`, `done`, `rolled_back` or `stopped`.
+    pub state: String,
+    /// Why it is where it is: the last gate figures or the failure.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// What must hold for a ramp to take its next step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gates {
+    /// Largest error rate (0..1) of the new upstream.
+    pub max_error_rate: f64,
+    /// ...or at most this many times the default upstream's, when higher.
+    pub max_error_ratio: f64,
+    /// The new upstream's p99 at most this many times the default's.
+    pub max_p99_ratio: f64,
+    /// The route's real shadow mismatch rate (0..1), when shadowing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mismatch_rate: Option<f64>,
+    /// Requests the new side must see in a window.
+    pub min_requests: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -308,7 +352,17 @@ pub fn prune(config: &Config, layer: &mut RuntimeLayer) -> Vec<String> {
             dropped.push(format!("{name} shadow (no shadow in the config)"));
             o.shadow = None;
         }
-        o.rolled_back || o.split.is_some() || o.shadow.is_some() || !o.ignore_fields_add.is_empty()
+        if let Some(r) = &o.ramp
+            && config.upstream_id(&r.to).is_none()
+        {
+            dropped.push(format!("{name} ramp (upstream {} removed)", r.to));
+            o.ramp = None;
+        }
+        o.rolled_back
+            || o.split.is_some()
+            || o.shadow.is_some()
+            || !o.ignore_fields_add.is_empty()
+            || o.ramp.is_some()
     });
     dropped
 }

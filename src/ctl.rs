@@ -319,3 +319,125 @@ pub fn explain_live(
         }
     })
 }
+
+/// The flags of `strangler ramp ROUTE ...`.
+#[derive(Debug, Default)]
+pub struct RampArgs {
+    pub to: Option<String>,
+    pub steps: Option<Vec<f64>>,
+    pub every: Option<String>,
+    pub max_error_rate: Option<String>,
+    pub max_error_ratio: Option<f64>,
+    pub max_p99_ratio: Option<f64>,
+    pub max_mismatch_rate: Option<String>,
+    pub min_requests: Option<u64>,
+    pub on_fail: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// `strangler ramp ...`.
+pub fn ramp(c: &AdminClient, args: &[String], a: RampArgs, as_json: bool) -> ExitCode {
+    let verb = args.first().map(String::as_str).unwrap_or("");
+    match (verb, args.get(1)) {
+        ("status", route) => done(c.call(Method::GET, "/api/v1/ramps", None), |v| {
+            let empty = Vec::new();
+            let list: Vec<&Value> = v["ramps"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .filter(|r| route.is_none_or(|want| r["route"].as_str() == Some(want.as_str())))
+                .collect();
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"ramps": list})).unwrap_or_default()
+                );
+                return;
+            }
+            if list.is_empty() {
+                println!("no ramps");
+            }
+            for r in list {
+                println!(
+                    "{}: {} to {}, step {}/{} ({}%), since {}; {}",
+                    r["route"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    r["to"].as_str().unwrap_or(""),
+                    r["step"],
+                    r["steps"].as_array().map_or(0, Vec::len),
+                    r["share"],
+                    r["step_started"].as_str().unwrap_or(""),
+                    r["note"].as_str().unwrap_or("")
+                );
+            }
+        }),
+        ("pause" | "resume" | "abort", Some(route)) => done(
+            c.call(
+                Method::POST,
+                &format!("/api/v1/routes/{route}/ramp/{verb}"),
+                Some(json!({})),
+            ),
+            print_version,
+        ),
+        ("pause" | "resume" | "abort", None) => {
+            eprintln!("ramp {verb} needs a route: strangler ramp {verb} ROUTE");
+            ExitCode::from(1)
+        }
+        (route, None) => {
+            let rate = |v: &Option<String>, what: &str| -> Result<Option<f64>, String> {
+                v.as_deref()
+                    .map(|s| parse_percent(s).map(|p| p / 100.0))
+                    .transpose()
+                    .map_err(|e| format!("{what}: {e}"))
+            };
+            let (err, mism) = match (
+                rate(&a.max_error_rate, "--max-error-rate"),
+                rate(&a.max_mismatch_rate, "--max-mismatch-rate"),
+            ) {
+                (Ok(e), Ok(m)) => (e, m),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let mut gates = serde_json::Map::new();
+            for (k, v) in [
+                ("max_error_rate", err.map(|v| json!(v))),
+                ("max_error_ratio", a.max_error_ratio.map(|v| json!(v))),
+                ("max_p99_ratio", a.max_p99_ratio.map(|v| json!(v))),
+                ("max_mismatch_rate", mism.map(|v| json!(v))),
+                ("min_requests", a.min_requests.map(|v| json!(v))),
+            ] {
+                if let Some(v) = v {
+                    gates.insert(k.to_string(), v);
+                }
+            }
+            let mut body = json!({"gates": gates});
+            for (k, v) in [
+                ("to", a.to.map(|v| json!(v))),
+                ("steps", a.steps.map(|v| json!(v))),
+                ("every", a.every.map(|v| json!(v))),
+                ("on_fail", a.on_fail.map(|v| json!(v))),
+                ("reason", a.reason.map(|v| json!(v))),
+            ] {
+                if let Some(v) = v {
+                    body[k] = v;
+                }
+            }
+            done(
+                c.call(
+                    Method::POST,
+                    &format!("/api/v1/routes/{route}/ramp"),
+                    Some(body),
+                ),
+                print_version,
+            )
+        }
+        (_, Some(_)) => {
+            eprintln!(
+                "usage: strangler ramp ROUTE --steps ... --every ..., or ramp status|pause|resume|abort ROUTE"
+            );
+            ExitCode::from(1)
+        }
+    }
+}

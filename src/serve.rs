@@ -192,6 +192,7 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     // must reach them, not the default action.
     spawn_reload_on_sighup(shared.clone());
     spawn_rate_limit_cleanup(shared.clone());
+    crate::ramp::spawn(shared.clone());
     let shutdown = shutdown_signal();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = shared.proxy_addr.set(format!("{scheme}://{bound}"));

@@ -22,6 +22,66 @@ struct Window {
     latency: [AtomicU64; BUCKETS],
 }
 
+/// A cell's counts since start (requests, 5xx, latency histogram).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cumulative {
+    pub requests: u64,
+    pub errors: u64,
+    latency: Vec<u64>,
+}
+
+/// What happened between two cumulative readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Span {
+    pub requests: u64,
+    pub errors: u64,
+    pub p99_ms: f64,
+}
+
+impl Span {
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+}
+
+impl Cumulative {
+    /// The window from `base` to this reading; `None` when the counts went
+    /// backwards (the process restarted since `base`).
+    pub fn since(&self, base: &Cumulative) -> Option<Span> {
+        if self.requests < base.requests || self.errors < base.errors {
+            return None;
+        }
+        let hist: Vec<u64> = self
+            .latency
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.saturating_sub(base.latency.get(i).copied().unwrap_or(0)))
+            .collect();
+        let requests: u64 = hist.iter().sum();
+        let mut p99_ms = 0.0;
+        if requests > 0 {
+            let target = (requests as f64 * 0.99).ceil() as u64;
+            let mut cum = 0;
+            for (b, &n) in hist.iter().enumerate() {
+                cum += n;
+                if cum >= target {
+                    p99_ms = bucket_upper_us(b) / 1000.0;
+                    break;
+                }
+            }
+        }
+        Some(Span {
+            requests,
+            errors: self.errors - base.errors,
+            p99_ms,
+        })
+    }
+}
+
 /// The statistics of one (route, upstream) pair.
 #[derive(Debug)]
 pub struct Cell {
@@ -171,6 +231,20 @@ impl Cell {
 
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot_at(now_secs())
+    }
+
+    /// Counts since start, to measure a window of any length by difference.
+    pub fn cumulative(&self) -> Cumulative {
+        let latency: Vec<u64> = self
+            .latency_total
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        Cumulative {
+            requests: latency.iter().sum(),
+            errors: self.classes[5].load(Ordering::Relaxed),
+            latency,
+        }
     }
 
     fn snapshot_at(&self, now: u64) -> Snapshot {
