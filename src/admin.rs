@@ -394,6 +394,9 @@ fn ramp_note(shared: &Arc<Shared>, name: &str, reason: &str) -> String {
         .and_then(|o| o.ramp.as_ref())
         .is_some_and(|r| r.state == "running" || r.state == "paused");
     if ramping {
+        shared.notify(crate::ramp::event(
+            name, "stopped", None, None, reason, None,
+        ));
         format!("{reason} (the route's ramp is stopped)")
     } else {
         reason.to_string()
@@ -505,13 +508,25 @@ async fn start_ramp(
         state: "running".into(),
         note: String::new(),
     };
-    route_change(shared, actor, &reason, if_match, name, move |_, o| {
+    let (event_reason, event_route) = (reason.clone(), name.to_string());
+    let result = route_change(shared, actor, &reason, if_match, name, move |_, o| {
         o.rolled_back = false;
         o.split = Some(crate::ramp::split_for(&to, &default, first));
         o.ramp = Some(ramp);
         Ok(())
     })
-    .await
+    .await;
+    if result.is_ok() {
+        shared.notify(crate::ramp::event(
+            &event_route,
+            "start",
+            None,
+            Some(first),
+            &event_reason,
+            None,
+        ));
+    }
+    result
 }
 
 fn humantime_secs(d: std::time::Duration) -> String {
@@ -544,7 +559,7 @@ async fn ramp_control(
     let (from, to) = match verb {
         "pause" => ("running", "paused"),
         "resume" => ("paused", "running"),
-        "abort" => ("", "stopped"),
+        "abort" => ("", "rolled_back"),
         other => {
             return Err(ControlError::NotFound(format!(
                 "no such ramp action \"{other}\": pause, resume or abort"
@@ -563,10 +578,28 @@ async fn ramp_control(
     let reason = match verb {
         "pause" => "ramp paused",
         "resume" => "ramp resumed",
-        _ => "ramp aborted",
+        _ => "ramp aborted: rolled back to the default upstream",
     };
     let to = to.to_string();
+    let share = current.steps.get(current.step).copied();
+    let kind = match verb {
+        "pause" => "pause",
+        "resume" => "resume",
+        _ => "abort",
+    };
+    shared.notify(crate::ramp::event(
+        name,
+        kind,
+        share,
+        if kind == "abort" { Some(0.0) } else { share },
+        reason,
+        Some(&current),
+    ));
     route_change(shared, actor, reason, if_match, name, move |_, o| {
+        if to == "rolled_back" {
+            o.rolled_back = true;
+            o.split = None;
+        }
         if let Some(r) = &mut o.ramp {
             r.state = to.clone();
             if to == "running" {
@@ -1014,6 +1047,14 @@ pub fn status(shared: &Arc<Shared>) -> Value {
                 "file_split": control::split_json(config, &r.split),
                 "override": overridden.is_some_and(|o| o.split.is_some() || o.rolled_back),
                 "rolled_back": overridden.is_some_and(|o| o.rolled_back),
+                "ramp": overridden.and_then(|o| o.ramp.as_ref()).map(|r| json!({
+                    "state": r.state,
+                    "to": r.to,
+                    "step": r.step + 1,
+                    "steps": r.steps.len(),
+                    "share": r.steps.get(r.step),
+                    "note": r.note,
+                })),
                 "sticky": r.sticky.as_ref().map(|s| s.to_string()),
                 "shadow": shadow,
                 "requests": requests,
@@ -1161,6 +1202,24 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     }
     if let Some(rt) = &shared.shadow {
         shadow_metrics(&mut out, &rt.counters().snapshot());
+    }
+    if let Some(n) = shared.notifier.get() {
+        let _ = writeln!(
+            out,
+            "# HELP strangler_notify_total Ramp webhook events by result."
+        );
+        let _ = writeln!(out, "# TYPE strangler_notify_total counter");
+        for (result, c) in [
+            ("sent", &n.counts.sent),
+            ("failed", &n.counts.failed),
+            ("dropped", &n.counts.dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "strangler_notify_total{{result=\"{result}\"}} {}",
+                c.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
     }
     let caches = shared.caches.all();
     if !caches.is_empty() {

@@ -272,6 +272,21 @@ pub fn status(c: &AdminClient, as_json: bool) -> ExitCode {
                     r["shadow_compared"].as_u64().unwrap_or(0)
                 );
             }
+            if let Some(ramp) = r["ramp"].as_object() {
+                println!(
+                    "  ramp    {} to {}, step {}/{} ({}%){}",
+                    ramp.get("state").and_then(Value::as_str).unwrap_or(""),
+                    ramp.get("to").and_then(Value::as_str).unwrap_or(""),
+                    ramp.get("step").cloned().unwrap_or_default(),
+                    ramp.get("steps").cloned().unwrap_or_default(),
+                    ramp.get("share").cloned().unwrap_or_default(),
+                    ramp.get("note")
+                        .and_then(Value::as_str)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| format!("; {n}"))
+                        .unwrap_or_default()
+                );
+            }
             if let Some(ups) = r["upstreams"].as_object() {
                 for (name, u) in ups {
                     println!(

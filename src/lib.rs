@@ -19,6 +19,7 @@ pub mod drain;
 pub mod error;
 pub mod explain_cmd;
 pub mod headers;
+pub mod notify;
 pub mod proxy;
 pub mod ramp;
 pub mod ratelimit;

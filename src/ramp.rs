@@ -294,14 +294,31 @@ async fn apply(shared: &Arc<Shared>, name: &str, ramp: &Ramp, step: Step) {
             }),
         ),
     };
+    let from = ramp.steps.get(ramp.step).copied();
     let result = shared
         .change_route("ramp", &reason, None, name, move |_, o| {
             edit(o);
             Ok(())
         })
         .await;
-    if let Err(e) = result {
-        tracing::error!(route = name, "ramp step not applied: {e}");
+    match result {
+        Err(e) => tracing::error!(route = name, "ramp step not applied: {e}"),
+        Ok(_) => {
+            let after = shared.live.load();
+            let r = after.layer.routes.get(name).and_then(|o| o.ramp.clone());
+            let to_share = match r.as_ref().map(|r| r.state.as_str()) {
+                Some("rolled_back") => Some(0.0),
+                _ => r.as_ref().and_then(|r| r.steps.get(r.step).copied()),
+            };
+            shared.notify(event(
+                name,
+                kind(&reason),
+                from,
+                to_share,
+                &reason,
+                r.as_ref(),
+            ));
+        }
     }
 }
 
@@ -316,6 +333,42 @@ pub fn split_for(to: &str, default: &str, share: f64) -> std::collections::BTree
         );
     }
     m
+}
+
+/// What kind of ramp event a reason describes.
+fn kind(reason: &str) -> &'static str {
+    if reason.starts_with("ramp done") {
+        "done"
+    } else if reason.starts_with("ramp step") {
+        "step"
+    } else if reason.starts_with("ramp rolled back") {
+        "rollback"
+    } else if reason.starts_with("ramp paused") {
+        "pause"
+    } else {
+        "extend"
+    }
+}
+
+/// A webhook event.
+pub fn event(
+    route: &str,
+    kind: &str,
+    from: Option<f64>,
+    to: Option<f64>,
+    reason: &str,
+    ramp: Option<&Ramp>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "event": kind,
+        "route": route,
+        "from_share": from,
+        "to_share": to,
+        "reason": reason,
+        "figures": ramp.map(|r| r.note.clone()),
+        "upstream": ramp.map(|r| r.to.clone()),
+        "time": strangler_shadow::time::rfc3339_ms(now_ms()),
+    })
 }
 
 #[cfg(test)]

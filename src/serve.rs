@@ -192,6 +192,9 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     // must reach them, not the default action.
     spawn_reload_on_sighup(shared.clone());
     spawn_rate_limit_cleanup(shared.clone());
+    if let Some(url) = &shared.live.load().config().notify.webhook {
+        let _ = shared.notifier.set(crate::notify::Notifier::start(url));
+    }
     crate::ramp::spawn(shared.clone());
     let shutdown = shutdown_signal();
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -137,11 +137,20 @@ pub struct Shared {
     pub limits: crate::ratelimit::Limits,
     /// Response caches by route, kept across reloads while unchanged.
     pub caches: crate::cache::Caches,
+    /// Ramp notifications (`[notify] webhook`), set at start.
+    pub notifier: std::sync::OnceLock<crate::notify::Notifier>,
     /// Sleeps for request timeouts, reused (see `crate::timer`).
     pub sleeps: Arc<crate::timer::SleepPool>,
 }
 
 impl Shared {
+    /// Sends a ramp event to the webhook, if one is configured.
+    pub fn notify(&self, event: serde_json::Value) {
+        if let Some(n) = self.notifier.get() {
+            n.send(event);
+        }
+    }
+
     fn registries(&self) -> Registries<'_> {
         Registries {
             stats: &self.stats,
@@ -230,6 +239,7 @@ impl Shared {
             proxy_addr: std::sync::OnceLock::new(),
             limits,
             caches,
+            notifier: std::sync::OnceLock::new(),
             sleeps: Arc::default(),
         })
     }

@@ -16,8 +16,13 @@ fn text(b: &[u8]) -> String {
 }
 
 fn config(mono: &Backend, orders: &Backend) -> String {
+    config_with(mono, orders, "")
+}
+
+fn config_with(mono: &Backend, orders: &Backend, top: &str) -> String {
     format!(
-        r#"[upstreams.monolith]
+        r#"{top}
+[upstreams.monolith]
 urls = ["{}"]
 [upstreams.orders]
 urls = ["{}"]
@@ -228,4 +233,14 @@ async fn a_manual_shift_stops_the_ramp_and_a_restart_resumes_one() {
     );
     let out = proxy.cli(&["ramp", "resume", "api"]);
     assert_eq!(out.status.code(), Some(1), "a stopped ramp does not resume");
+    // Abort rolls back.
+    assert!(
+        proxy
+            .cli(&["ramp", "api", "--steps", "10,100", "--every", "1h"])
+            .status
+            .success()
+    );
+    assert!(proxy.cli(&["ramp", "abort", "api"]).status.success());
+    assert_eq!(ramp_of(&proxy).await["state"], "rolled_back");
+    assert_eq!(status(&proxy).await["routes"][0]["rolled_back"], true);
 }

@@ -192,8 +192,11 @@ fn draw_routes(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let rows: Vec<Row> = routes
         .iter()
         .map(|r| {
+            let ramping = r.ramp.as_ref().is_some_and(|x| x.state == "running");
             let state = if r.rolled_back {
                 "ROLLED BACK"
+            } else if ramping {
+                "ramping"
             } else if r.overridden {
                 "override"
             } else {
@@ -350,6 +353,17 @@ fn route_panel(frame: &mut Frame, area: Rect, r: &RouteView, default: &str, them
         sides.push("no traffic in the last minute".into());
     }
     lines.push(Line::from(sides.join("   ")));
+    if let Some(ramp) = &r.ramp {
+        lines[1] = Line::from(format!(
+            "split: {}{state}   ramp {} to {}, step {}/{} ({})",
+            split_text(&r.split),
+            ramp.state,
+            ramp.to,
+            ramp.step,
+            ramp.steps,
+            ramp.share.map(crate::app::pct).unwrap_or_default()
+        ));
+    }
     lines.push(Line::from(match &r.shadow {
         Some(s) => format!(
             "shadow: {} to {}, {}{}   mismatch {:.1}% of {} compared",

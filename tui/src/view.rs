@@ -34,6 +34,19 @@ pub struct RouteView {
     pub mismatch_rate: f64,
     pub shadow_compared: u64,
     pub upstreams: BTreeMap<String, UpstreamStats>,
+    pub ramp: Option<RampView>,
+}
+
+/// A route's ramp, as `status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct RampView {
+    pub state: String,
+    pub to: String,
+    pub step: u64,
+    pub steps: u64,
+    pub share: Option<f64>,
+    pub note: String,
 }
 
 impl RouteView {
