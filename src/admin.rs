@@ -617,6 +617,11 @@ async fn ramp_control(
 /// `GET /api/v1/ramps`.
 fn ramps(shared: &Arc<Shared>) -> Value {
     let live = shared.live.load_full();
+    let figures = shared
+        .ramp_figures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let list: Vec<Value> = live
         .layer
         .routes
@@ -624,6 +629,7 @@ fn ramps(shared: &Arc<Shared>) -> Value {
         .filter_map(|(name, o)| {
             let r = o.ramp.as_ref()?;
             Some(json!({
+                "gates_now": (r.state == "running").then(|| figures.get(name).cloned()).flatten(),
                 "route": name,
                 "to": r.to,
                 "steps": r.steps,

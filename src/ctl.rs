@@ -373,6 +373,24 @@ pub fn ramp(c: &AdminClient, args: &[String], a: RampArgs, as_json: bool) -> Exi
                 println!("no ramps");
             }
             for r in list {
+                if let Some(g) = r["gates_now"].as_object() {
+                    let f = |k: &str, v: &str| {
+                        g.get(k).and_then(|x| x.get(v)).cloned().unwrap_or_default()
+                    };
+                    println!(
+                        "{}: next decision in {}s; requests {} (min {}), errors {} (limit {}), p99 ratio {} (limit {}), mismatch {} (limit {})",
+                        r["route"].as_str().unwrap_or(""),
+                        g.get("next_decision_in_s").cloned().unwrap_or_default(),
+                        f("requests", "value"),
+                        f("requests", "min"),
+                        f("error_rate", "value"),
+                        f("error_rate", "limit"),
+                        f("p99_ratio", "value"),
+                        f("p99_ratio", "limit"),
+                        f("mismatch_rate", "value"),
+                        f("mismatch_rate", "limit"),
+                    );
+                }
                 println!(
                     "{}: {} to {}, step {}/{} ({}%), since {}; {}",
                     r["route"].as_str().unwrap_or(""),

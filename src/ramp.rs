@@ -84,7 +84,14 @@ pub fn spawn(shared: Arc<Shared>) {
                     continue;
                 };
                 let mismatch = mismatch_rate(&shared, &name);
-                let verdict = judge(&ramp, &new, &def, mismatch, now_ms());
+                let now = now_ms();
+                let figures = figures(&ramp, &new, &def, mismatch, now);
+                shared
+                    .ramp_figures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.clone(), figures);
+                let verdict = judge(&ramp, &new, &def, mismatch, now);
                 if let Some(step) = verdict {
                     apply(&shared, &name, &ramp, step).await;
                 }
@@ -185,6 +192,32 @@ pub fn judge(
             .unwrap_or_default(),
         new.requests
     )))
+}
+
+/// Each gate's current figure against its limit, and the time to the next
+/// decision, for `ramp status`.
+fn figures(
+    ramp: &Ramp,
+    new: &Span,
+    def: &Span,
+    mismatch: Option<f64>,
+    now: u64,
+) -> serde_json::Value {
+    let g = &ramp.gates;
+    let window_end = ramp.step_started_ms + ramp.every_ms * u64::from(ramp.extensions + 1);
+    serde_json::json!({
+        "requests": {"value": new.requests, "min": g.min_requests},
+        "error_rate": {
+            "value": new.error_rate(),
+            "limit": g.max_error_rate.max(g.max_error_ratio * def.error_rate()),
+        },
+        "p99_ratio": {
+            "value": if def.p99_ms > 0.0 { new.p99_ms / def.p99_ms } else { 1.0 },
+            "limit": g.max_p99_ratio,
+        },
+        "mismatch_rate": {"value": mismatch, "limit": g.max_mismatch_rate},
+        "next_decision_in_s": window_end.saturating_sub(now) / 1000,
+    })
 }
 
 /// The route's real shadow mismatch rate, when it is shadowed.

@@ -137,6 +137,9 @@ pub struct Shared {
     pub limits: crate::ratelimit::Limits,
     /// Response caches by route, kept across reloads while unchanged.
     pub caches: crate::cache::Caches,
+    /// Each ramping route's gate figures over its current window, as the
+    /// ramp engine last measured them (for `ramp status`).
+    pub ramp_figures: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
     /// Ramp notifications (`[notify] webhook`), set at start.
     pub notifier: std::sync::OnceLock<crate::notify::Notifier>,
     /// Sleeps for request timeouts, reused (see `crate::timer`).
@@ -240,6 +243,7 @@ impl Shared {
             limits,
             caches,
             notifier: std::sync::OnceLock::new(),
+            ramp_figures: std::sync::Mutex::new(std::collections::HashMap::new()),
             sleeps: Arc::default(),
         })
     }

@@ -203,6 +203,30 @@ async fn a_manual_shift_stops_the_ramp_and_a_restart_resumes_one() {
     );
     let before = ramp_of(&proxy).await;
     assert_eq!(before["state"], "running");
+    // Status shows each gate's figure against its limit and the next decision.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let now = loop {
+        let r = ramp_of(&proxy).await;
+        if r["gates_now"].is_object() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no gate figures: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        now["gates_now"]["next_decision_in_s"]
+            .as_u64()
+            .is_some_and(|s| s > 3000),
+        "{now}"
+    );
+    assert_eq!(now["gates_now"]["p99_ratio"]["limit"], 1.5);
+    assert_eq!(now["gates_now"]["requests"]["min"], 200);
+    let out = proxy.cli(&["ramp", "status", "api"]);
+    assert!(
+        text(&out.stdout).contains("next decision in"),
+        "{}",
+        text(&out.stdout)
+    );
     // A crash and restart: the plan and the step's window are where they were.
     let proxy = proxy.crash_and_restart();
     let after = ramp_of(&proxy).await;
