@@ -268,3 +268,154 @@ async fn a_manual_shift_stops_the_ramp_and_a_restart_resumes_one() {
     assert_eq!(ramp_of(&proxy).await["state"], "rolled_back");
     assert_eq!(status(&proxy).await["routes"][0]["rolled_back"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_requests_extend_the_window_then_pause() {
+    let (mono, orders) = (
+        Backend::start("monolith").await,
+        Backend::start("orders").await,
+    );
+    let proxy = Proxy::start(&config(&mono, &orders));
+    let out = proxy.cli(&[
+        "ramp",
+        "api",
+        "--steps",
+        "10,100",
+        "--every",
+        "1s",
+        "--min-requests",
+        "1000000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = wait_state(&proxy, "paused").await;
+    assert!(
+        r["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("after 3 extensions")),
+        "{r}"
+    );
+    assert_eq!(r["share"], 10.0, "held at the current step");
+    let extended = history(&proxy)
+        .await
+        .iter()
+        .filter(|v| {
+            v["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("ramp window extended"))
+        })
+        .count();
+    assert_eq!(extended, 3);
+}
+
+/// Monolith and new service answering the same total or not, and a
+/// request id that differs on every call (noise).
+async fn scripted(real_difference: bool) -> (support::ScriptedBackend, support::ScriptedBackend) {
+    use serde_json::json;
+    use support::{Answer, ScriptedBackend};
+    let (mono, _) = ScriptedBackend::start(|_| {
+        Answer::json(json!({"total": 10, "rid": rand::random::<u64>()}))
+    })
+    .await;
+    let (orders, _) = ScriptedBackend::start(move |_| {
+        let total = if real_difference {
+            json!("10")
+        } else {
+            json!(10)
+        };
+        Answer::json(json!({"total": total, "rid": rand::random::<u64>()}))
+    })
+    .await;
+    (mono, orders)
+}
+
+fn shadowed(mono: &str, orders: &str) -> String {
+    format!(
+        r#"[upstreams.monolith]
+urls = ["{mono}"]
+[upstreams.orders]
+urls = ["{orders}"]
+[default]
+upstream = "monolith"
+[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = {{ monolith = 100, orders = 0 }}
+shadow = {{ upstream = "orders" }}
+compare.noise_check = {{ percent = 100 }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_shadow_difference_blocks_the_ramp_and_noise_alone_does_not() {
+    for (real, expected) in [(true, "rolled_back"), (false, "done")] {
+        let (mono, orders) = scripted(real).await;
+        let proxy = Proxy::start(&shadowed(&mono.url(), &orders.url()));
+        // Let the noise check learn first (min_samples 20).
+        let c = client();
+        for _ in 0..40 {
+            get(&c, &proxy.url("/api/x"), &[]).await;
+        }
+        let out = proxy.cli(&[
+            "ramp",
+            "api",
+            "--steps",
+            "20,100",
+            "--every",
+            "1s",
+            "--min-requests",
+            "3",
+            "--max-mismatch-rate",
+            "0.5%",
+            "--max-p99-ratio",
+            "50",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let _traffic = Traffic::start(&proxy);
+        let r = wait_state(&proxy, expected).await;
+        if real {
+            assert!(
+                r["note"].as_str().is_some_and(|n| n.contains("mismatch")),
+                "{r}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_that_start_at_the_third_step_roll_back_at_once() {
+    let (mono, orders) = (
+        Backend::start("monolith").await,
+        Backend::start("orders").await,
+    );
+    let proxy = Proxy::start(&config(&mono, &orders));
+    let out = proxy.cli(&[
+        "ramp",
+        "api",
+        "--steps",
+        "10,20,50,100",
+        "--every",
+        "1s",
+        "--min-requests",
+        "3",
+        "--max-p99-ratio",
+        "50",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _traffic = Traffic::start(&proxy);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ramp_of(&proxy).await["step"] != 3 {
+        assert!(Instant::now() < deadline, "never reached step 3");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    orders.set_failing(true);
+    let r = wait_state(&proxy, "rolled_back").await;
+    assert_eq!(
+        r["step"], 3,
+        "rolled back from the third step, not after it"
+    );
+    assert!(
+        r["note"].as_str().is_some_and(|n| n.contains("error rate")),
+        "{r}"
+    );
+}

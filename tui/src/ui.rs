@@ -308,7 +308,7 @@ fn draw_routes(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         );
     let mut state =
         TableState::default().with_selected(Some(app.route_sel).filter(|_| !routes.is_empty()));
-    let [list, panel] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
+    let [list, panel] = Layout::vertical([Constraint::Min(3), Constraint::Length(6)]).areas(area);
     frame.render_stateful_widget(table, list, &mut state);
     if let Some(r) = app.route() {
         route_panel(frame, panel, r, default, theme);
@@ -354,15 +354,19 @@ fn route_panel(frame: &mut Frame, area: Rect, r: &RouteView, default: &str, them
     }
     lines.push(Line::from(sides.join("   ")));
     if let Some(ramp) = &r.ramp {
-        lines[1] = Line::from(format!(
-            "split: {}{state}   ramp {} to {}, step {}/{} ({})",
-            split_text(&r.split),
+        let gates = if ramp.note.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", ramp.note)
+        };
+        lines.push(Line::from(format!(
+            "ramp {} to {}, step {}/{} ({}){gates}",
             ramp.state,
             ramp.to,
             ramp.step,
             ramp.steps,
             ramp.share.map(crate::app::pct).unwrap_or_default()
-        ));
+        )));
     }
     lines.push(Line::from(match &r.shadow {
         Some(s) => format!(

@@ -86,3 +86,29 @@ fn confirmation_help_and_disconnected() {
     app.apply(Update::Disconnected("connection refused".into()));
     assert_snapshot!("disconnected_80x24", screen(&app, 80, 24));
 }
+
+#[test]
+fn a_ramping_route_shows_its_step_and_gates() {
+    let mut status = fixtures::status();
+    status.routes[0].ramp = Some(strangler_tui::view::RampView {
+        state: "running".into(),
+        to: "orders".into(),
+        step: 2,
+        steps: 5,
+        share: Some(5.0),
+        note: "errors 0.00% (allowed 1.00%)".into(),
+    });
+    let mut app = fixtures::loaded();
+    app.apply(Update::Data {
+        status,
+        summary: None,
+        history: None,
+    });
+    let text = screen(&app, 100, 30);
+    assert!(text.contains("ramping"), "{text}");
+    assert!(
+        text.contains("ramp running to orders, step 2/5 (5%)"),
+        "{text}"
+    );
+    assert!(text.contains("; errors 0.00% (allowed 1.00%)"), "{text}");
+}
