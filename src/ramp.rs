@@ -29,6 +29,8 @@ struct Baseline {
     started_ms: u64,
     new: Cumulative,
     default: Cumulative,
+    /// Shadow comparisons and those not matching (real), when shadowed.
+    shadow: Option<(u64, u64)>,
 }
 
 /// Runs every route's ramp until the process ends.
@@ -62,11 +64,13 @@ pub fn spawn(shared: Arc<Shared>) {
                 let default = config.default_upstream;
                 let new_now = live.cells[i + 1][to.index()].cumulative();
                 let def_now = live.cells[i + 1][default.index()].cumulative();
+                let shadow_now = mismatch_counts(&shared, &name);
                 let base = baselines.entry(name.clone()).or_insert_with(|| Baseline {
                     step: ramp.step,
                     started_ms: ramp.step_started_ms,
                     new: new_now.clone(),
                     default: def_now.clone(),
+                    shadow: shadow_now,
                 });
                 if base.step != ramp.step || base.started_ms != ramp.step_started_ms {
                     *base = Baseline {
@@ -74,6 +78,7 @@ pub fn spawn(shared: Arc<Shared>) {
                         started_ms: ramp.step_started_ms,
                         new: new_now.clone(),
                         default: def_now.clone(),
+                        shadow: shadow_now,
                     };
                 }
                 let (Some(new), Some(def)) =
@@ -83,7 +88,13 @@ pub fn spawn(shared: Arc<Shared>) {
                     base.default = def_now;
                     continue;
                 };
-                let mismatch = mismatch_rate(&shared, &name);
+                // The real mismatch rate over this step's window.
+                let mismatch = match (shadow_now, base.shadow) {
+                    (Some((c, b)), Some((c0, b0))) if c > c0 => {
+                        Some(b.saturating_sub(b0) as f64 / (c - c0) as f64)
+                    }
+                    _ => None,
+                };
                 let now = now_ms();
                 let figures = figures(&ramp, &new, &def, mismatch, now);
                 shared
@@ -220,17 +231,18 @@ fn figures(
     })
 }
 
-/// The route's real shadow mismatch rate, when it is shadowed.
-fn mismatch_rate(shared: &Arc<Shared>, route: &str) -> Option<f64> {
+/// The route's shadow comparisons so far and how many did not really
+/// match (noise excluded), when it is shadowed.
+fn mismatch_counts(shared: &Arc<Shared>, route: &str) -> Option<(u64, u64)> {
     let status = crate::admin::status(shared);
     let r = status["routes"]
         .as_array()?
         .iter()
         .find(|r| r["name"] == route)?
         .clone();
-    (r["shadow_compared"].as_u64().unwrap_or(0) > 0)
-        .then(|| r["mismatch_rate"].as_f64())
-        .flatten()
+    let compared = r["shadow_compared"].as_u64()?;
+    let rate = r["mismatch_rate"].as_f64()?;
+    Some((compared, (rate * compared as f64).round() as u64))
 }
 
 fn now_ms() -> u64 {

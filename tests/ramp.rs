@@ -419,3 +419,42 @@ async fn errors_that_start_at_the_third_step_roll_back_at_once() {
         "{r}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_new_side_fails_the_latency_gate() {
+    use support::{Answer, ScriptedBackend};
+    let (mono, _) = ScriptedBackend::start(|_| Answer::json(serde_json::json!({}))).await;
+    let (orders, _) = ScriptedBackend::start(|_| Answer::json(serde_json::json!({}))).await;
+    orders.set_delay(Duration::from_millis(40));
+    let proxy = Proxy::start(&format!(
+        r#"[upstreams.monolith]
+urls = ["{}"]
+[upstreams.orders]
+urls = ["{}"]
+[default]
+upstream = "monolith"
+[[routes]]
+name = "api"
+match.path_prefix = "/api"
+split = {{ monolith = 100, orders = 0 }}
+"#,
+        mono.url(),
+        orders.url()
+    ));
+    let out = proxy.cli(&[
+        "ramp",
+        "api",
+        "--steps",
+        "50,100",
+        "--every",
+        "1s",
+        "--min-requests",
+        "3",
+        "--max-p99-ratio",
+        "1.5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _traffic = Traffic::start(&proxy);
+    let r = wait_state(&proxy, "rolled_back").await;
+    assert!(r["note"].as_str().is_some_and(|n| n.contains("p99")), "{r}");
+}

@@ -675,6 +675,7 @@ pub struct ScriptedBackend {
 
 struct ScriptedState {
     script: Box<Script>,
+    delay_ms: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
     held: AtomicBool,
     release: Notify,
@@ -691,6 +692,7 @@ impl ScriptedBackend {
         let (arrived, rx) = tmpsc::unbounded_channel();
         let state = Arc::new(ScriptedState {
             script: Box::new(script),
+            delay_ms: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
             held: AtomicBool::new(false),
             release: Notify::new(),
@@ -721,6 +723,13 @@ impl ScriptedBackend {
     /// Requests seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().expect("lock").clone()
+    }
+
+    /// Every answer from now on comes this much later.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as usize, Ordering::SeqCst);
     }
 
     /// From now on every request waits until `release()`.
@@ -759,6 +768,10 @@ async fn scripted(
     let _ = st.arrived.send(());
     if st.held.load(Ordering::SeqCst) {
         released.await;
+    }
+    let delay = st.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay as u64)).await;
     }
     let answer = (st.script)(&seen);
     let mut r = Response::new(full(answer.body));
