@@ -3,9 +3,8 @@
 //! summary (outcomes and differing fields) and the latest records; `show`
 //! prints one record with the primary and shadow side by side, differing
 //! lines marked (coloured on a terminal, a `*` gutter when piped or with
-//! NO_COLOR).
+//! NO_COLOR); the rows are the TUI's (`strangler_tui::detail`).
 
-use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -317,87 +316,7 @@ pub fn render(d: &Value, width: usize, colour: bool) -> String {
     for diff in diffs {
         out.push_str(&format!("  {}\n", describe(diff)));
     }
-    let body_paths: BTreeSet<String> = diffs
-        .iter()
-        .filter(|x| x["kind"] == "body")
-        .map(|x| s(&x["path"]))
-        .collect();
-    let header_names: BTreeSet<String> = diffs
-        .iter()
-        .filter(|x| x["kind"] == "header")
-        .map(|x| s(&x["path"]))
-        .collect();
-    let status_differs = diffs.iter().any(|x| x["kind"] == "status");
-
     let col = (width.saturating_sub(3)) / 2;
-    let side_lines = |side: &Value| -> Vec<Line> {
-        let mut lines = Vec::new();
-        let title = format!(
-            "{} ({})",
-            side["upstream"].as_str().unwrap_or(""),
-            side["latency_ms"]
-                .as_f64()
-                .map_or("no answer".to_string(), |ms| format!("{ms:.1} ms"))
-        );
-        lines.push(Line::new(title, "#title", false));
-        let status = side["status"]
-            .as_u64()
-            .map_or_else(|| "status: -".to_string(), |st| format!("status: {st}"));
-        lines.push(Line::new(status, "#status", status_differs));
-        if let Some(note) = side["note"].as_str() {
-            lines.push(Line::new(format!("note: {note}"), "#note", false));
-        }
-        if let Some(h) = side["headers"].as_object() {
-            for (k, v) in h {
-                let text = format!("{k}: {}", v.as_str().unwrap_or(""));
-                lines.push(Line::new(
-                    text,
-                    &format!("#h:{k}"),
-                    header_names.contains(k),
-                ));
-            }
-        }
-        lines.push(Line::new(String::new(), "#blank", false));
-        match &side["body"] {
-            Value::Null => lines.push(Line::new(
-                format!(
-                    "(body: {} bytes, hash {})",
-                    side["body_bytes"].as_u64().unwrap_or(0),
-                    cut(side["body_hash"].as_str().unwrap_or(""), 16)
-                ),
-                "#body",
-                body_paths.contains(""),
-            )),
-            Value::String(text) => {
-                for (i, l) in text.lines().enumerate() {
-                    let p = format!("#L{}", i + 1);
-                    let marked = body_paths.contains(&p);
-                    lines.push(Line::new(l.to_string(), &p, marked));
-                }
-            }
-            v => {
-                let mut pretty = Vec::new();
-                pretty_json(v, &mut Vec::new(), 0, None, &mut pretty);
-                for (text, ptr) in pretty {
-                    let full = if ptr.is_empty() {
-                        ptr
-                    } else {
-                        format!("/{ptr}")
-                    };
-                    let marked = body_paths.iter().any(|p| {
-                        p.starts_with('/') && (full == *p || full.starts_with(&format!("{p}/")))
-                    });
-                    lines.push(Line::new(text, &format!("json:{full}"), marked));
-                }
-            }
-        }
-        if side["body_truncated"].as_bool() == Some(true) {
-            lines.push(Line::new("(body truncated)".into(), "#trunc", false));
-        }
-        lines
-    };
-    let left = side_lines(&d["primary"]);
-    let right = side_lines(&d["shadow"]);
     out.push('\n');
     out.push_str(&format!(
         "{:<col$} | {}\n",
@@ -405,137 +324,29 @@ pub fn render(d: &Value, width: usize, colour: bool) -> String {
         cut("SHADOW", col)
     ));
     out.push_str(&format!("{}-+-{}\n", "-".repeat(col), "-".repeat(col)));
-    for (l, r) in align(&left, &right) {
-        let cell = |line: Option<&Line>, red: bool| -> String {
-            let Some(line) = line else {
+    for row in strangler_tui::detail::rows(d) {
+        let cell = |text: &Option<String>, red: bool| -> String {
+            let Some(text) = text else {
                 return " ".repeat(col);
             };
-            let text = cut(&line.text, col.saturating_sub(2));
+            let text = cut(text, col.saturating_sub(2));
             let padded = format!(
                 "{}{:<w$}",
-                if line.marked { "* " } else { "  " },
+                if row.marked { "* " } else { "  " },
                 text,
                 w = col - 2
             );
-            if colour && line.marked {
+            if colour && row.marked {
                 let code = if red { "31" } else { "32" };
                 format!("\x1b[{code}m{padded}\x1b[0m")
             } else {
                 padded
             }
         };
-        out.push_str(format!("{} | {}", cell(l, true), cell(r, false)).trim_end());
+        out.push_str(format!("{} | {}", cell(&row.left, true), cell(&row.right, false)).trim_end());
         out.push('\n');
     }
     out
-}
-
-#[derive(Debug, Clone)]
-struct Line {
-    text: String,
-    /// What the line shows (a pointer for JSON), for alignment.
-    key: String,
-    marked: bool,
-}
-
-impl Line {
-    fn new(text: String, key: &str, marked: bool) -> Line {
-        Line {
-            text,
-            key: key.to_string(),
-            marked,
-        }
-    }
-}
-
-/// Pairs lines showing the same thing; lines only one side has get a row
-/// of their own.
-fn align<'a>(left: &'a [Line], right: &'a [Line]) -> Vec<(Option<&'a Line>, Option<&'a Line>)> {
-    let lkeys: BTreeSet<&str> = left.iter().map(|l| l.key.as_str()).collect();
-    let rkeys: BTreeSet<&str> = right.iter().map(|l| l.key.as_str()).collect();
-    let (mut i, mut j) = (0, 0);
-    let mut rows = Vec::new();
-    while i < left.len() || j < right.len() {
-        match (left.get(i), right.get(j)) {
-            (Some(l), Some(r)) if l.key == r.key => {
-                rows.push((Some(l), Some(r)));
-                i += 1;
-                j += 1;
-            }
-            (Some(l), _) if !rkeys.contains(l.key.as_str()) => {
-                rows.push((Some(l), None));
-                i += 1;
-            }
-            (_, Some(r)) if !lkeys.contains(r.key.as_str()) => {
-                rows.push((None, Some(r)));
-                j += 1;
-            }
-            (l, r) => {
-                rows.push((l, r));
-                i += usize::from(l.is_some());
-                j += usize::from(r.is_some());
-            }
-        }
-    }
-    rows
-}
-
-/// Pretty-prints JSON one value per line, each line with the pointer (no
-/// leading slash) of what it shows.
-fn pretty_json(
-    v: &Value,
-    path: &mut Vec<String>,
-    indent: usize,
-    key: Option<&str>,
-    out: &mut Vec<(String, String)>,
-) {
-    pretty_value(v, path, indent, key, false, out);
-}
-
-/// One value; `comma` when more follow in its parent.
-fn pretty_value(
-    v: &Value,
-    path: &mut Vec<String>,
-    indent: usize,
-    key: Option<&str>,
-    comma: bool,
-    out: &mut Vec<(String, String)>,
-) {
-    let pad = "  ".repeat(indent);
-    let label = key
-        .map(|k| format!("{}: ", Value::String(k.to_string())))
-        .unwrap_or_default();
-    let end = if comma { "," } else { "" };
-    let ptr = pointer(path);
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            out.push((format!("{pad}{label}{{"), ptr.clone()));
-            for (i, (k, x)) in m.iter().enumerate() {
-                path.push(k.clone());
-                pretty_value(x, path, indent + 1, Some(k), i + 1 < m.len(), out);
-                path.pop();
-            }
-            out.push((format!("{pad}}}{end}"), ptr));
-        }
-        Value::Array(items) if !items.is_empty() => {
-            out.push((format!("{pad}{label}["), ptr.clone()));
-            for (i, x) in items.iter().enumerate() {
-                path.push(i.to_string());
-                pretty_value(x, path, indent + 1, None, i + 1 < items.len(), out);
-                path.pop();
-            }
-            out.push((format!("{pad}]{end}"), ptr));
-        }
-        other => out.push((format!("{pad}{label}{other}{end}"), ptr)),
-    }
-}
-
-/// Segments as a JSON Pointer without its leading slash.
-fn pointer(path: &[String]) -> String {
-    path.iter()
-        .map(|s| s.replace('~', "~0").replace('/', "~1"))
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! One diff record side by side: status, headers and pretty-printed bodies
 //! of the primary and the shadow, aligned line by line on what each line
 //! shows, with the lines of every difference marked (for highlighting and
-//! for `n` / `N`).
+//! for `n` / `N`). `strangler diffs show` prints the same rows.
 
 use std::collections::BTreeSet;
 
@@ -82,11 +82,22 @@ fn side(
     }
     out.push(line(String::new(), "#blank", false));
     match &s["body"] {
-        Value::Null => out.push(line(
-            format!("(body: {} bytes)", s["body_bytes"].as_u64().unwrap_or(0)),
-            "#body",
-            bodies.contains(""),
-        )),
+        Value::Null => {
+            let hash: String = s["body_hash"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(16)
+                .collect();
+            out.push(line(
+                format!(
+                    "(body: {} bytes, hash {hash})",
+                    s["body_bytes"].as_u64().unwrap_or(0)
+                ),
+                "#body",
+                bodies.contains(""),
+            ))
+        }
         Value::String(text) => {
             for (i, l) in text.lines().enumerate() {
                 let key = format!("#L{}", i + 1);
@@ -104,6 +115,9 @@ fn side(
                 out.push(line(text, &format!("json:{ptr}"), marked));
             }
         }
+    }
+    if s["body_truncated"].as_bool() == Some(true) {
+        out.push(line("(body truncated)".into(), "#trunc", false));
     }
     out
 }
