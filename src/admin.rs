@@ -967,7 +967,7 @@ async fn diffs_summary(shared: &Arc<Shared>, query: &str) -> Result<Value, Contr
 
 /// Every shadowed route's summary, judged with the rules in force now,
 /// and those rules.
-fn summaries(
+pub(crate) fn summaries(
     shared: &Arc<Shared>,
     rt: &ShadowRuntime,
 ) -> (Vec<RouteSummary>, BTreeMap<String, RouteRules>) {

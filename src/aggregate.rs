@@ -98,7 +98,7 @@ pub async fn serve(
 fn fill(template: &str, vars: &[(String, String)]) -> String {
     let mut out = template.to_string();
     for (k, v) in vars {
-        out = out.replace(&format!("{{{k}}}"), &encode(v));
+        out = out.replace(&format!("{{{k}}}"), &crate::headers::percent_encode(v));
     }
     out
 }
@@ -122,19 +122,6 @@ fn decode(v: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn encode(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// One part: routed, sent, read whole, parsed.
@@ -184,16 +171,7 @@ async fn fetch(
                         .verify(&head.headers)
                         .await
                         .map_err(|e| e.to_string())?;
-                    for (claim, name) in &route.forward_claims {
-                        head.headers.remove(name.as_str());
-                        if let (Some(v), Ok(n)) = (
-                            crate::auth::claim_text(&claims, claim)
-                                .and_then(|v| HeaderValue::from_str(&v).ok()),
-                            header::HeaderName::from_bytes(name.as_bytes()),
-                        ) {
-                            head.headers.insert(n, v);
-                        }
-                    }
+                    crate::auth::forward_claims(&claims, &route.forward_claims, &mut head.headers);
                 }
                 if let Some(limit) = &live.limits[r] {
                     let key = crate::ratelimit::key_of(&limit.spec, client, &head.headers, None);

@@ -323,6 +323,20 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Sets `forward_claims` headers from verified claims, removing any copies
+/// the client sent under those names first.
+pub fn forward_claims(claims: &Claims, pairs: &[(String, String)], headers: &mut HeaderMap) {
+    for (claim, name) in pairs {
+        headers.remove(name.as_str());
+        if let (Some(v), Ok(n)) = (
+            claim_text(claims, claim).and_then(|v| http::HeaderValue::from_str(&v).ok()),
+            http::header::HeaderName::from_bytes(name.as_bytes()),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+}
+
 /// A claim as a header value or key: strings as they are, other values as
 /// JSON.
 pub fn claim_text(claims: &Claims, name: &str) -> Option<String> {

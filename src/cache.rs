@@ -6,7 +6,8 @@
 //! Freshness is the answer's own `s-maxage` / `max-age`, capped by `ttl`,
 //! or `ttl` when the answer gives none. The key holds the upstream the
 //! split chose, so a shift or a rollback never serves one side's answer
-//! for the other; `Vary` headers pick among variants. Bodies are stored
+//! for the other; `Vary` headers pick among variants (comparing every value
+//! of a header, so a header sent twice never matches on its first alone). Bodies are stored
 //! while they stream to the client, never buffered first.
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use strangler_rules::config::{CacheSpec, Config};
 use strangler_rules::split::UpstreamId;
 
 use crate::body::ProxyBody;
+use crate::headers::joined_values;
 
 /// Variants kept per key (one per combination of Vary header values).
 const MAX_VARIANTS: usize = 8;
@@ -159,7 +161,7 @@ impl RouteCache {
         let variants = self.entries.get(key)?;
         let hit = variants.iter().find(|s| {
             s.stored_at.elapsed() < s.fresh_for
-                && s.vary.iter().all(|(n, v)| joined(headers, n) == *v)
+                && s.vary.iter().all(|(n, v)| joined_values(headers, n) == *v)
         })?;
         self.hits.fetch_add(1, Relaxed);
         let mut resp = Response::new(if method == Method::HEAD {
@@ -285,7 +287,7 @@ impl Fill {
             .flat_map(|v| v.split(','))
             .filter_map(|n| header::HeaderName::from_bytes(n.trim().as_bytes()).ok())
             .map(|n| {
-                let v = joined(request, &n);
+                let v = joined_values(request, &n);
                 (n, v)
             })
             .collect();
@@ -295,21 +297,6 @@ impl Fill {
             headers: headers.clone(),
             vary,
             fresh_for,
-        }
-    }
-}
-
-/// Every value of a request header as one: a header sent twice (or
-/// cookies split over HTTP/2 fields) must not match on its first value
-/// alone. Cookies join with `; `, others with `, `.
-fn joined(headers: &HeaderMap, name: &header::HeaderName) -> Option<HeaderValue> {
-    let values: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
-    match values.as_slice() {
-        [] => None,
-        [one] => HeaderValue::from_bytes(one).ok(),
-        many => {
-            let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
-            HeaderValue::from_bytes(&many.join(sep)).ok()
         }
     }
 }

@@ -18,18 +18,6 @@ fn fail(e: crate::admin_client::CallError) -> ExitCode {
     ExitCode::from(e.exit_code())
 }
 
-fn query_value(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Field rows shown per route; the API has them all.
 const MAX_FIELD_ROWS: usize = 20;
 
@@ -46,7 +34,7 @@ pub fn list(
         path.push_str("&all=true");
     }
     if let Some(r) = route {
-        path.push_str(&format!("&route={}", query_value(r)));
+        path.push_str(&format!("&route={}", crate::headers::percent_encode(r)));
     }
     let diffs = match c.call(Method::GET, &path, None) {
         Ok(v) => v,
@@ -60,7 +48,10 @@ pub fn list(
         return ExitCode::SUCCESS;
     }
     let summary_path = match route {
-        Some(r) => format!("/api/v1/diffs/summary?route={}", query_value(r)),
+        Some(r) => format!(
+            "/api/v1/diffs/summary?route={}",
+            crate::headers::percent_encode(r)
+        ),
         None => "/api/v1/diffs/summary".to_string(),
     };
     let summary = match c.call(Method::GET, &summary_path, None) {

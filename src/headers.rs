@@ -346,6 +346,38 @@ pub fn ambiguous_path(path: &str) -> bool {
     })
 }
 
+/// Percent-encodes everything but RFC 3986 unreserved characters (for a
+/// path segment or a query value).
+pub fn percent_encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Every value of a header as one: cookies joined with `; ` (as HTTP/1.1
+/// wants them, RFC 9113 section 8.2.3), others with `, `. None when absent.
+pub fn joined_values(headers: &HeaderMap, name: &http::header::HeaderName) -> Option<HeaderValue> {
+    let values: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
+    match values.as_slice() {
+        [] => None,
+        [one] => HeaderValue::from_bytes(one).ok(),
+        many => {
+            let sep: &[u8] = if name == http::header::COOKIE {
+                b"; "
+            } else {
+                b", "
+            };
+            HeaderValue::from_bytes(&many.join(sep)).ok()
+        }
+    }
+}
+
 #[cfg(test)]
 mod path_tests {
     use super::ambiguous_path;

@@ -156,16 +156,7 @@ pub async fn handle(
     }
     let mut decided = decision.upstream;
     if let (Some(r), Some(c), Target::Route(i)) = (route, &claims, decision.target) {
-        // Claims to headers, replacing anything the client sent under those names.
-        for (claim, name) in &r.forward_claims {
-            parts.headers.remove(name.as_str());
-            if let Some(v) =
-                crate::auth::claim_text(c, claim).and_then(|v| HeaderValue::from_str(&v).ok())
-                && let Ok(n) = header::HeaderName::from_bytes(name.as_bytes())
-            {
-                parts.headers.insert(n, v);
-            }
-        }
+        crate::auth::forward_claims(c, &r.forward_claims, &mut parts.headers);
         // A verified claim as the sticky key.
         if let Some(strangler_rules::StickyKey::Claim(name)) = &r.sticky
             && let Some(v) = crate::auth::claim_text(c, name)
@@ -237,16 +228,9 @@ pub async fn handle(
         .iter()
         .nth(1)
         .is_some()
+        && let Some(v) = crate::headers::joined_values(&parts.headers, &header::COOKIE)
     {
-        let joined: Vec<&[u8]> = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
-            parts.headers.insert(header::COOKIE, v);
-        }
+        parts.headers.insert(header::COOKIE, v);
     }
     set_forwarded(
         &mut parts.headers,

@@ -234,15 +234,13 @@ fn figures(
 /// The route's shadow comparisons so far and how many did not really
 /// match (noise excluded), when it is shadowed.
 fn mismatch_counts(shared: &Arc<Shared>, route: &str) -> Option<(u64, u64)> {
-    let status = crate::admin::status(shared);
-    let r = status["routes"]
-        .as_array()?
-        .iter()
-        .find(|r| r["name"] == route)?
-        .clone();
-    let compared = r["shadow_compared"].as_u64()?;
-    let rate = r["mismatch_rate"].as_f64()?;
-    Some((compared, (rate * compared as f64).round() as u64))
+    let rt = shared.shadow.as_ref()?;
+    let (summaries, _) = crate::admin::summaries(shared, rt);
+    let s = summaries.into_iter().find(|s| s.route == route)?;
+    Some((
+        s.compared,
+        s.mismatched_real + s.shadow_errors + s.shadow_timeouts,
+    ))
 }
 
 fn now_ms() -> u64 {
