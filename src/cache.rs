@@ -10,15 +10,14 @@
 //! of a header, so a header sent twice never matches on its first alone). Bodies are stored
 //! while they stream to the client, never buffered first.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use moka::sync::Cache;
-use strangler_rules::config::{CacheSpec, Config};
+use strangler_rules::config::CacheSpec;
 use strangler_rules::split::UpstreamId;
 
 use crate::body::ProxyBody;
@@ -304,39 +303,22 @@ impl Fill {
 /// `x-cache: HIT | MISS`.
 pub const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
-/// Every route's cache by name, kept across reloads while its settings stay.
-#[derive(Debug, Default)]
-pub struct Caches {
-    by_route: Mutex<HashMap<String, Arc<RouteCache>>>,
-}
+/// Every route's cache, kept across reloads while its settings stay.
+pub type Caches = crate::per_route::PerRoute<RouteCache>;
 
-impl Caches {
-    pub fn for_config(&self, config: &Config) -> Vec<Option<Arc<RouteCache>>> {
-        let mut map = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
-        let out = config
-            .routes
-            .iter()
-            .map(|r| {
-                let spec = r.cache.as_ref()?;
-                if let Some(c) = map.get(&r.name)
-                    && c.spec == *spec
-                {
-                    return Some(c.clone());
-                }
-                let fresh = Arc::new(RouteCache::new(spec));
-                map.insert(r.name.clone(), fresh.clone());
-                Some(fresh)
-            })
-            .collect();
-        map.retain(|name, _| config.route(name).is_some_and(|r| r.cache.is_some()));
-        out
+impl crate::per_route::RoutePolicy for RouteCache {
+    type Spec = CacheSpec;
+
+    fn spec_of(route: &strangler_rules::config::Route) -> Option<&CacheSpec> {
+        route.cache.as_ref()
     }
 
-    pub fn all(&self) -> Vec<(String, Arc<RouteCache>)> {
-        let map = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = map.iter().map(|(k, c)| (k.clone(), c.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+    fn spec(&self) -> &CacheSpec {
+        &self.spec
+    }
+
+    fn build(spec: &CacheSpec) -> Option<Self> {
+        Some(RouteCache::new(spec))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod error;
 pub mod explain_cmd;
 pub mod headers;
 pub mod notify;
+pub mod per_route;
 pub mod proxy;
 pub mod ramp;
 pub mod ratelimit;

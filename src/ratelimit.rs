@@ -7,10 +7,8 @@
 //! (`retain_recent`), so a flood of distinct keys cannot grow memory beyond
 //! what the rate allows.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -18,7 +16,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use http::HeaderValue;
-use strangler_rules::config::{Config, RateKey, RateLimitSpec};
+use strangler_rules::config::{RateKey, RateLimitSpec};
 
 type Keyed<C> = RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
 
@@ -155,41 +153,22 @@ pub fn key_of(
     }
 }
 
-/// Every route's limiter by route name, reused while its settings stay.
-#[derive(Debug, Default)]
-pub struct Limits {
-    by_route: Mutex<HashMap<String, Arc<RouteLimit>>>,
-}
+/// Every route's limiter, reused while its settings stay.
+pub type Limits = crate::per_route::PerRoute<RouteLimit>;
 
-impl Limits {
-    /// The live limiters of `config`'s routes, in route order.
-    pub fn for_config(&self, config: &Config) -> Vec<Option<Arc<RouteLimit>>> {
-        let mut map = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
-        let limits: Vec<Option<Arc<RouteLimit>>> = config
-            .routes
-            .iter()
-            .map(|r| {
-                let spec = r.rate_limit.as_ref()?;
-                if let Some(existing) = map.get(&r.name)
-                    && existing.spec == *spec
-                {
-                    return Some(existing.clone());
-                }
-                let fresh = Arc::new(RouteLimit::new(spec)?);
-                map.insert(r.name.clone(), fresh.clone());
-                Some(fresh)
-            })
-            .collect();
-        map.retain(|name, _| config.route(name).is_some_and(|r| r.rate_limit.is_some()));
-        limits
+impl crate::per_route::RoutePolicy for RouteLimit {
+    type Spec = RateLimitSpec;
+
+    fn spec_of(route: &strangler_rules::config::Route) -> Option<&RateLimitSpec> {
+        route.rate_limit.as_ref()
     }
 
-    /// Every limiter, for metrics and for the retain timer.
-    pub fn all(&self) -> Vec<(String, Arc<RouteLimit>)> {
-        let map = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = map.iter().map(|(k, l)| (k.clone(), l.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+    fn spec(&self) -> &RateLimitSpec {
+        &self.spec
+    }
+
+    fn build(spec: &RateLimitSpec) -> Option<Self> {
+        RouteLimit::new(spec)
     }
 }
 
