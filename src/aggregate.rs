@@ -189,20 +189,11 @@ async fn fetch(
     let pool = &live.pools[upstream.index()];
     let timeout = part.timeout.unwrap_or(pool.config.timeout);
     let call = async {
-        let i = pool
-            .pick(&[])
-            .map_err(|_| "no healthy instance".to_string())?;
         let mut req = Request::new(ProxyBody::Empty);
         *req.version_mut() = Version::HTTP_11;
         *req.uri_mut() = uri;
         *req.headers_mut() = head.headers;
-        pool.start_request(i);
-        let sent = pool.send(i, req).await;
-        pool.end_request(i);
-        let resp = sent.map_err(|e| match e {
-            crate::upstream::SendError::Connect(m, _) => m,
-            crate::upstream::SendError::Broken(e) => e.to_string(),
-        })?;
+        let resp = pool.send_once(req).await?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), MAX_PART_BODY)
             .collect()

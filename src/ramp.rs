@@ -250,6 +250,16 @@ fn now_ms() -> u64 {
 /// A change to a route's overrides.
 type Edit = Box<dyn FnOnce(&mut RouteOverride) + Send>;
 
+/// Holds the ramp at its current step, saying why.
+fn pause(why: String) -> Edit {
+    Box::new(move |o: &mut RouteOverride| {
+        if let Some(r) = &mut o.ramp {
+            r.state = "paused".into();
+            r.note = why;
+        }
+    })
+}
+
 /// Makes the engine's decision a version of the runtime layer.
 async fn apply(shared: &Arc<Shared>, name: &str, ramp: &Ramp, step: Step) {
     let default_name = shared
@@ -307,24 +317,10 @@ async fn apply(shared: &Arc<Shared>, name: &str, ramp: &Ramp, step: Step) {
                 }
             }),
         ),
-        Step::Pause(why) => (
-            format!("ramp paused: {why}"),
-            Box::new(move |o: &mut RouteOverride| {
-                if let Some(r) = &mut o.ramp {
-                    r.state = "paused".into();
-                    r.note = why;
-                }
-            }),
-        ),
-        Step::Fail(why) if ramp.on_fail == "pause" => (
-            format!("ramp paused, a gate failed: {why}"),
-            Box::new(move |o: &mut RouteOverride| {
-                if let Some(r) = &mut o.ramp {
-                    r.state = "paused".into();
-                    r.note = why;
-                }
-            }),
-        ),
+        Step::Pause(why) => (format!("ramp paused: {why}"), pause(why)),
+        Step::Fail(why) if ramp.on_fail == "pause" => {
+            (format!("ramp paused, a gate failed: {why}"), pause(why))
+        }
         Step::Fail(why) => (
             format!("ramp rolled back, a gate failed: {why}"),
             Box::new(move |o: &mut RouteOverride| {

@@ -298,9 +298,6 @@ async fn call(
     cap: usize,
     started: Instant,
 ) -> Result<Captured, String> {
-    let i = pool
-        .pick(&[])
-        .map_err(|_| "no healthy instance".to_string())?;
     let mut req = Request::new(body);
     *req.method_mut() = l.method.clone();
     *req.version_mut() = Version::HTTP_11;
@@ -308,14 +305,7 @@ async fn call(
     *req.headers_mut() = headers;
     req.headers_mut()
         .insert(SHADOW_HEADER, HeaderValue::from_static("1"));
-    pool.start_request(i);
-    let sent = pool.send(i, req).await;
-    pool.end_request(i);
-    let resp = match sent {
-        Ok(r) => r,
-        Err(crate::upstream::SendError::Connect(msg, _)) => return Err(msg),
-        Err(crate::upstream::SendError::Broken(e)) => return Err(e.to_string()),
-    };
+    let resp = pool.send_once(req).await?;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (parts, mut body) = resp.into_parts();
     let mut capture = BodyCapture::new(cap, l.runtime.pipeline.redactor.key());

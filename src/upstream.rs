@@ -393,6 +393,22 @@ impl UpstreamPool {
         }
     }
 
+    /// Sends a request strangler makes on its own (a shadow copy, an
+    /// aggregate part) to one instance, counted in flight, without retries
+    /// or passive health; the error says what happened.
+    pub async fn send_once(&self, req: Request<ProxyBody>) -> Result<Response<PooledBody>, String> {
+        let i = self
+            .pick(&[])
+            .map_err(|_| "no healthy instance".to_string())?;
+        self.start_request(i);
+        let sent = self.send(i, req).await;
+        self.end_request(i);
+        sent.map_err(|e| match e {
+            SendError::Connect(msg, _) => msg,
+            SendError::Broken(e) => e.to_string(),
+        })
+    }
+
     /// Whether instance `i` takes traffic now: healthy and not ejected.
     pub fn is_available(&self, i: usize) -> bool {
         self.available(i)
