@@ -71,6 +71,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether `name` is one of the fixed hop-by-hop headers (not counting
+/// those a Connection header names).
+#[inline]
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop(name.as_str().as_bytes()).is_some()
+}
+
 /// Which fixed hop-by-hop name a (lowercase) header name is, if any; the
 /// index is the name's place in `strip_hop_by_hop`'s list. A match on the
 /// bytes is far cheaper than comparing `HeaderName`s one by one.

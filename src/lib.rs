@@ -18,6 +18,7 @@ pub mod diffs_cmd;
 pub mod drain;
 pub mod error;
 pub mod explain_cmd;
+pub mod h1;
 pub mod headers;
 pub mod notify;
 pub mod per_route;

@@ -489,7 +489,8 @@ pub async fn handle(
                     continue;
                 }
                 answer!(
-                    ProxyError::UpstreamBroken(error_chain(&e)).response(route_name, upstream_name)
+                    ProxyError::UpstreamBroken(error_chain(&*e))
+                        .response(route_name, upstream_name)
                 );
             }
             Err(_) => {

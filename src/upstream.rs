@@ -20,27 +20,31 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use strangler_rules::config::{Balance, Upstream};
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
+use crate::h1::{H1Body, H1Conn};
 
 /// Idle connections kept per instance at most.
 const MAX_IDLE: usize = 1024;
 
-/// A keep-alive connection to an instance.
+/// A keep-alive connection to an instance through hyper's client.
 pub type Conn = SendRequest<ProxyBody>;
 
-/// The idle connections of one instance.
-#[derive(Debug, Default)]
-pub struct IdleConns(Mutex<Vec<Conn>>);
+/// Idle keep-alive connections of one instance, last in first out.
+#[derive(Debug)]
+pub struct IdleStack<T>(Mutex<Vec<T>>);
 
-impl IdleConns {
-    fn pop(&self) -> Option<Conn> {
+impl<T> Default for IdleStack<T> {
+    fn default() -> Self {
+        IdleStack(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> IdleStack<T> {
+    fn pop(&self) -> Option<T> {
         self.0.lock().ok().and_then(|mut v| v.pop())
     }
 
-    fn push(&self, c: Conn) {
-        if c.is_closed() {
-            return;
-        }
+    pub fn push(&self, c: T) {
         if let Ok(mut v) = self.0.lock()
             && v.len() < MAX_IDLE
         {
@@ -55,25 +59,68 @@ pub enum SendError {
     /// No connection could be made: nothing was sent, the request is back.
     Connect(String, Box<Request<ProxyBody>>),
     /// The connection failed after the request was (maybe) sent.
-    Broken(hyper::Error),
+    Broken(BoxError),
 }
 
 /// A response body that gives its connection back when read to the end.
 #[derive(Debug)]
-pub struct PooledBody {
-    body: Incoming,
-    back: Option<(Conn, Arc<IdleConns>)>,
+pub enum PooledBody {
+    /// Read by hyper's client.
+    Hyper(HyperBody),
+    /// Read by the lean exchange (h1.rs).
+    Lean(H1Body),
 }
 
-impl PooledBody {
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            PooledBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            PooledBody::Lean(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match self {
+            PooledBody::Hyper(b) => b.is_end_stream(),
+            PooledBody::Lean(b) => b.is_end_stream(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            PooledBody::Hyper(b) => b.size_hint(),
+            PooledBody::Lean(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A body read by hyper's client; its connection goes back at the end.
+#[derive(Debug)]
+pub struct HyperBody {
+    body: Incoming,
+    back: Option<(Conn, Arc<IdleStack<Conn>>)>,
+}
+
+impl HyperBody {
     fn give_back(&mut self) {
-        if let Some((conn, idle)) = self.back.take() {
+        if let Some((conn, idle)) = self.back.take()
+            && !conn.is_closed()
+        {
             idle.push(conn);
         }
     }
 }
 
-impl Drop for PooledBody {
+impl Drop for HyperBody {
     fn drop(&mut self) {
         // Dropped before its end: the connection has unread bytes; close it.
         if self.body.is_end_stream() {
@@ -82,7 +129,7 @@ impl Drop for PooledBody {
     }
 }
 
-impl Body for PooledBody {
+impl Body for HyperBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -121,7 +168,9 @@ pub struct Instance {
     /// The active health check's verdict (true without a check).
     healthy: AtomicBool,
     in_flight: AtomicUsize,
-    idle: Arc<IdleConns>,
+    idle: Arc<IdleStack<Conn>>,
+    /// Idle connections of the lean exchange (plain http only).
+    lean_idle: Arc<IdleStack<H1Conn>>,
     /// `host:port` to connect to.
     address: String,
     /// The TLS server name, for https instances.
@@ -179,7 +228,8 @@ impl UpstreamPool {
                     ejected_until: AtomicU64::new(0),
                     healthy: AtomicBool::new(true),
                     in_flight: AtomicUsize::new(0),
-                    idle: Arc::new(IdleConns::default()),
+                    idle: Arc::default(),
+                    lean_idle: Arc::default(),
                     address,
                     server_name,
                 })
@@ -291,8 +341,8 @@ impl UpstreamPool {
         }
     }
 
-    /// Opens a new connection to instance `i`.
-    async fn connect(&self, i: usize) -> Result<Conn, String> {
+    /// Opens a TCP connection to instance `i`.
+    async fn connect_tcp(&self, i: usize) -> Result<tokio::net::TcpStream, String> {
         let inst = &self.instances[i];
         let connect = tokio::net::TcpStream::connect(inst.address.as_str());
         let tcp = match tokio::time::timeout(self.config.connect_timeout, connect).await {
@@ -313,6 +363,13 @@ impl UpstreamPool {
             }
         };
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    /// Opens a new connection to instance `i` for hyper's client.
+    async fn connect(&self, i: usize) -> Result<Conn, String> {
+        let inst = &self.instances[i];
+        let tcp = self.connect_tcp(i).await?;
         let mut builder = hyper::client::conn::http1::Builder::new();
         builder.writev(false);
         match (&self.tls, &inst.server_name) {
@@ -359,7 +416,15 @@ impl UpstreamPool {
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
             *req.uri_mut() = Uri::from(origin);
         }
-        let idle = &self.instances[i].idle;
+        let inst = &self.instances[i];
+        if inst.server_name.is_none()
+            && req.body().is_end_stream()
+            && req.method() != http::Method::CONNECT
+            && !req.headers().contains_key(http::header::UPGRADE)
+        {
+            return self.send_lean(i, req).await;
+        }
+        let idle = &inst.idle;
         loop {
             let (mut conn, fresh) = match idle.pop() {
                 Some(mut c) => {
@@ -379,7 +444,7 @@ impl UpstreamPool {
             match conn.try_send_request(req).await {
                 Ok(resp) => {
                     let back = Some((conn, idle.clone()));
-                    return Ok(resp.map(|body| PooledBody { body, back }));
+                    return Ok(resp.map(|body| PooledBody::Hyper(HyperBody { body, back })));
                 }
                 Err(mut e) => match e.take_message() {
                     // Not sent: a stale pooled connection. Try another one.
@@ -387,8 +452,50 @@ impl UpstreamPool {
                     Some(r) => {
                         return Err(SendError::Connect(e.into_error().to_string(), Box::new(r)));
                     }
-                    None => return Err(SendError::Broken(e.into_error())),
+                    None => return Err(SendError::Broken(e.into_error().into())),
                 },
+            }
+        }
+    }
+
+    /// The lean exchange (h1.rs) for a body-less request to a plain-http
+    /// instance. A reused connection that fails before any byte of a
+    /// response arrived was closed by the instance while idle: an idempotent
+    /// request is sent again on another connection.
+    async fn send_lean(
+        &self,
+        i: usize,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let inst = &self.instances[i];
+        let mut head = Vec::with_capacity(512);
+        crate::h1::encode_head(&req, &mut head);
+        let head_only = req.method() == http::Method::HEAD;
+        let idempotent = matches!(
+            *req.method(),
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
+        loop {
+            let (conn, fresh) = match inst.lean_idle.pop() {
+                Some(c) if c.is_reusable() => (c, false),
+                Some(_) => continue,
+                None => match Box::pin(self.connect_tcp(i)).await {
+                    Ok(tcp) => (H1Conn::new(tcp), true),
+                    Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                },
+            };
+            match conn
+                .exchange(&head, head_only, inst.lean_idle.clone())
+                .await
+            {
+                Ok(resp) => return Ok(resp.map(PooledBody::Lean)),
+                Err(e) if !fresh && idempotent && e.nothing_received() => continue,
+                Err(e) => return Err(SendError::Broken(e.into())),
             }
         }
     }

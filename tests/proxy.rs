@@ -976,3 +976,172 @@ shadow = {{ upstream = "orders" }}
         "{lines:?}"
     );
 }
+
+/// A route table with one upstream, the given raw backend.
+fn raw_upstream_config(url: &str) -> String {
+    format!(
+        r#"[upstreams.monolith]
+urls = ["{url}"]
+[default]
+upstream = "monolith"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_response_framings_pass_through_on_kept_alive_connections() {
+    use support::RawReply;
+    let backend = support::RawBackend::start_with(|head| {
+        let path = head.split(' ').nth(1).unwrap_or("");
+        match path {
+            "/chunked" => RawReply::keep(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+            ),
+            "/early-hints" => RawReply::keep(
+                b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter",
+            ),
+            "/no-content" => RawReply::keep(b"HTTP/1.1 204 No Content\r\nx-a: b\r\n\r\n"),
+            "/split-head" => RawReply::keep(
+                b"HTTP/1.1 200 OK\r\nx-long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\ncontent-length: 4\r\n\r\ndone",
+            ),
+            _ => RawReply::keep(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+    let c = client();
+    for round in 0..3 {
+        let r = get(&c, &proxy.url("/chunked"), &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body[..], b"hello world", "round {round}");
+        let r = get(&c, &proxy.url("/early-hints"), &[]).await;
+        assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"after"[..]));
+        let r = get(&c, &proxy.url("/no-content"), &[]).await;
+        assert_eq!(r.status, 204);
+        assert_eq!(r.headers["x-a"], "b");
+        assert!(r.body.is_empty());
+        let r = get(&c, &proxy.url("/split-head"), &[]).await;
+        assert_eq!(&r.body[..], b"done");
+        let r = get(&c, &proxy.url("/plain"), &[]).await;
+        assert_eq!(&r.body[..], b"ok");
+    }
+    // Every body was read to its end, so one connection served them all.
+    assert_eq!(backend.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_bodies_delimited_by_close_or_both_lengths_are_not_reused() {
+    use support::RawReply;
+    let backend = support::RawBackend::start_with(|head| {
+        if head.contains(" /until-close ") {
+            RawReply::close(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nread until the end")
+        } else {
+            // Transfer-Encoding wins over Content-Length, which is dropped.
+            RawReply::keep(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            )
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+    let c = client();
+    let r = get(&c, &proxy.url("/until-close"), &[]).await;
+    assert_eq!(
+        (r.status.as_u16(), &r.body[..]),
+        (200, &b"read until the end"[..])
+    );
+    let r = get(&c, &proxy.url("/both"), &[]).await;
+    assert_eq!(&r.body[..], b"abc");
+    assert!(r.headers.get("content-length").is_none_or(|v| v == "3"));
+    let r = get(&c, &proxy.url("/both"), &[]).await;
+    assert_eq!(&r.body[..], b"abc");
+    assert_eq!(
+        backend.connections(),
+        3,
+        "no connection is reused after either"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_responses_keep_their_length_and_carry_no_body() {
+    use support::RawReply;
+    let backend = support::RawBackend::start_with(|_| {
+        RawReply::keep(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+    })
+    .await;
+    let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+    for _ in 0..2 {
+        let text = support::raw(
+            proxy.addr,
+            b"HEAD /thing HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(
+            text.to_ascii_lowercase().contains("content-length: 10"),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\n"), "a body followed: {text:?}");
+    }
+    assert_eq!(backend.connections(), 1, "the connection was reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_closes_idle_connections_costs_no_request() {
+    use support::RawReply;
+    // Answers as if keeping the connection, then closes it: the proxy finds
+    // its pooled connection dead and opens another.
+    let backend = support::RawBackend::start_with(|_| {
+        RawReply::close(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    })
+    .await;
+    let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+    let c = client();
+    for i in 0..20 {
+        let r = get(&c, &proxy.url("/again"), &[]).await;
+        assert_eq!(
+            (r.status.as_u16(), &r.body[..]),
+            (200, &b"ok"[..]),
+            "request {i}"
+        );
+    }
+    assert_eq!(backend.connections(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_upstream_responses_are_502_with_json() {
+    use support::RawReply;
+    let backend = support::RawBackend::start_with(|head| {
+        if head.contains(" /garbage ") {
+            RawReply::keep(b"this is not http\r\n\r\n")
+        } else if head.contains(" /bad-length ") {
+            RawReply::keep(b"HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nok")
+        } else {
+            RawReply::close(b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\ncut short")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+    let c = client();
+    for path in ["/garbage", "/bad-length"] {
+        let r = get(&c, &proxy.url(path), &[]).await;
+        assert_eq!(r.status, 502, "{path}");
+        let j = r.json();
+        assert_eq!(j["upstream"], "monolith", "{path}");
+        let msg = j["error"].as_str().unwrap_or("");
+        assert!(
+            msg.starts_with("upstream connection failed"),
+            "{path}: {msg}"
+        );
+    }
+    // A body cut short cannot be answered with a status any more: the
+    // client's response is cut too (before or after its head), never passed
+    // on as complete.
+    let req = http::Request::get(proxy.url("/short"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    if let Ok(resp) = c.request(req).await {
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+        assert!(body.is_err(), "a truncated body was passed on as complete");
+    }
+}

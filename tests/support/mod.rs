@@ -805,21 +805,66 @@ pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 pub struct RawBackend {
     pub addr: SocketAddr,
     heads: Arc<Mutex<Vec<String>>>,
+    connections: Arc<AtomicUsize>,
 }
 
+/// What a [`RawBackend`] writes for one request head, and whether it then
+/// closes the connection.
+pub struct RawReply {
+    pub bytes: Vec<u8>,
+    pub then_close: bool,
+}
+
+impl RawReply {
+    pub fn keep(bytes: &[u8]) -> RawReply {
+        RawReply {
+            bytes: bytes.to_vec(),
+            then_close: false,
+        }
+    }
+
+    pub fn close(bytes: &[u8]) -> RawReply {
+        RawReply {
+            bytes: bytes.to_vec(),
+            then_close: true,
+        }
+    }
+}
+
+type RawScript = Arc<dyn Fn(&str) -> RawReply + Send + Sync>;
+
 impl RawBackend {
+    /// Answers every body-less request with `200 ok`.
     pub async fn start() -> RawBackend {
+        Self::start_with(|_| {
+            RawReply::keep(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok",
+            )
+        })
+        .await
+    }
+
+    /// Answers each request head (of a body-less request) with the bytes
+    /// `script` gives for it, exactly as given.
+    pub async fn start_with(
+        script: impl Fn(&str) -> RawReply + Send + Sync + 'static,
+    ) -> RawBackend {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let script: RawScript = Arc::new(script);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let heads = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
         let h = heads.clone();
+        let conns = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     continue;
                 };
+                conns.fetch_add(1, Ordering::SeqCst);
                 let h = h.clone();
+                let script = script.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -835,9 +880,9 @@ impl RawBackend {
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                             buf.drain(..end + 4);
+                            let reply = script(&head);
                             h.lock().expect("lock").push(head);
-                            let reply = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
-                            if stream.write_all(reply).await.is_err() {
+                            if stream.write_all(&reply.bytes).await.is_err() || reply.then_close {
                                 return;
                             }
                         }
@@ -845,7 +890,16 @@ impl RawBackend {
                 });
             }
         });
-        RawBackend { addr, heads }
+        RawBackend {
+            addr,
+            heads,
+            connections,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {

@@ -1,0 +1,685 @@
+//! The lean HTTP/1.1 exchange with plain-http upstreams.
+//!
+//! hyper's client runs each connection as a task of its own and hands a
+//! request to it, and the response back, through channels: two tasks, a
+//! channel and a oneshot per request, about a fifth of strangler's work per
+//! proxied request. This module does the exchange in the task that serves
+//! the client instead: it writes the request head, reads and parses the
+//! response head with httparse, and streams the body (content-length,
+//! chunked, or to the connection's close) as a `Body` that gives its
+//! connection back to the instance's idle stack when read to its end.
+//!
+//! It takes the common case only: requests without a body and without an
+//! upgrade, to `http://` instances. Everything else (request bodies,
+//! WebSocket, TLS) goes through hyper's client; upstream.rs chooses.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::upstream::IdleStack;
+
+/// Response headers accepted at most (hyper's client default).
+const MAX_HEADERS: usize = 100;
+/// Bytes a response head may take at most.
+const MAX_HEAD: usize = 64 * 1024;
+/// Bytes a chunk-size line or the trailer section may take at most.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Read sizes: the first read of a connection, and the most a read grows
+/// to while reads keep filling the space offered (large bodies).
+const READ_FIRST: usize = 16 * 1024;
+const READ_MAX: usize = 256 * 1024;
+
+/// What went wrong in an exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("upstream closed the connection before answering")]
+    ClosedBeforeResponse,
+    #[error("upstream closed the connection before the end of the body")]
+    ClosedInBody,
+    #[error("upstream response head is over {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("invalid upstream response: {0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl H1Error {
+    /// Nothing of a response arrived: on a reused connection, the instance
+    /// most likely closed it while it was idle.
+    pub fn nothing_received(&self) -> bool {
+        match self {
+            H1Error::ClosedBeforeResponse => true,
+            H1Error::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A keep-alive connection to a plain-http instance.
+#[derive(Debug)]
+pub struct H1Conn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed.
+    buf: BytesMut,
+    /// Space offered to the next read.
+    read_size: usize,
+}
+
+impl H1Conn {
+    pub fn new(io: TcpStream) -> Self {
+        H1Conn {
+            io,
+            buf: BytesMut::new(),
+            read_size: READ_FIRST,
+        }
+    }
+
+    /// Whether an idle connection can take a request: the instance has not
+    /// closed it, and sent nothing unasked. Costs no system call unless the
+    /// socket was reported readable.
+    pub fn is_reusable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: closed, stray bytes, or a stale readiness flag.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Reads what the socket has into `buf`; `Ok(0)` at the end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(self.read_size);
+        }
+        let len = self.buf.len();
+        let mut read = ReadBuf::uninit(self.buf.spare_capacity_mut());
+        let offered = read.remaining();
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        // SAFETY: poll_read initialised the first `n` bytes of the spare
+        // capacity (ReadBuf tracks what was filled).
+        unsafe { self.buf.set_len(len + n) };
+        if n == offered && self.read_size < READ_MAX {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Sends a request head (written by [`encode_head`]) and reads the
+    /// response head. `head_only` is true for HEAD requests, whose responses
+    /// have no body whatever their headers say.
+    pub async fn exchange(
+        mut self,
+        head: &[u8],
+        head_only: bool,
+        home: Arc<IdleStack<H1Conn>>,
+    ) -> Result<Response<H1Body>, H1Error> {
+        self.io.write_all(head).await?;
+        loop {
+            let parsed = loop {
+                if !self.buf.is_empty() {
+                    match parse_head(&self.buf)? {
+                        Some(p) => break p,
+                        None if self.buf.len() > MAX_HEAD => return Err(H1Error::HeadTooLarge),
+                        None => {}
+                    }
+                }
+                if self.fill().await? == 0 {
+                    return Err(if self.buf.is_empty() {
+                        H1Error::ClosedBeforeResponse
+                    } else {
+                        H1Error::Invalid("connection closed inside the response head")
+                    });
+                }
+            };
+            let head_bytes = self.buf.split_to(parsed.len).freeze();
+            // Interim responses (100 Continue, 103 Early Hints) are skipped;
+            // a 101 was never asked for (upgrades take hyper's client).
+            if (100..200).contains(&parsed.code) {
+                if parsed.code == 101 {
+                    return Err(H1Error::Invalid(
+                        "101 Switching Protocols without an upgrade",
+                    ));
+                }
+                continue;
+            }
+            return self.into_response(parsed, head_bytes, head_only, home);
+        }
+    }
+
+    fn into_response(
+        self,
+        parsed: ParsedHead,
+        head: Bytes,
+        head_only: bool,
+        home: Arc<IdleStack<H1Conn>>,
+    ) -> Result<Response<H1Body>, H1Error> {
+        let mut headers = HeaderMap::with_capacity(parsed.indices.len());
+        let mut keep_alive = parsed.minor == 1;
+        let mut content_length: Option<u64> = None;
+        let mut transfer_encoding = false;
+        let mut chunked = false;
+        for &(ns, ne, vs, ve) in &parsed.indices {
+            let name = HeaderName::from_bytes(&head[ns..ne])
+                .map_err(|_| H1Error::Invalid("bad header name"))?;
+            let raw = &head[vs..ve];
+            if name == CONTENT_LENGTH {
+                for part in raw.split(|&b| b == b',') {
+                    let n = parse_length(part.trim_ascii())
+                        .ok_or(H1Error::Invalid("bad content-length"))?;
+                    if content_length.is_some_and(|c| c != n) {
+                        return Err(H1Error::Invalid("conflicting content-length values"));
+                    }
+                    content_length = Some(n);
+                }
+            } else if name == CONNECTION {
+                // Kept only when it names other headers, for the proxy's
+                // hop-by-hop removal to find them.
+                let mut names_others = false;
+                for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive |= parsed.minor == 0;
+                    } else if !token.is_empty() {
+                        names_others = true;
+                    }
+                }
+                if !names_others {
+                    continue;
+                }
+            } else if crate::headers::is_hop_by_hop(&name) {
+                // Never passed on (RFC 9110 section 7.6.1); the framing is
+                // ours to decode.
+                if name == TRANSFER_ENCODING {
+                    transfer_encoding = true;
+                    chunked = raw
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                }
+                continue;
+            }
+            // SAFETY: httparse accepts in a header value only HTAB, visible
+            // ASCII, SP and obs-text (0x80-0xFF): exactly the bytes a
+            // HeaderValue may hold (hyper's client relies on the same).
+            let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(vs..ve)) };
+            headers.append(name, value);
+        }
+        let status =
+            StatusCode::from_u16(parsed.code).map_err(|_| H1Error::Invalid("bad status code"))?;
+        // RFC 9112 section 6.3: the response's length.
+        let framing = if head_only
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Length(0)
+        } else if transfer_encoding {
+            // Transfer-Encoding overrides Content-Length, which must not be
+            // passed on beside it; the connection is not reused after such
+            // a response.
+            if content_length.is_some() {
+                headers.remove(CONTENT_LENGTH);
+                keep_alive = false;
+            }
+            if chunked {
+                Framing::Chunked(Chunked::Size)
+            } else {
+                keep_alive = false;
+                Framing::Close
+            }
+        } else if let Some(n) = content_length {
+            Framing::Length(n)
+        } else {
+            keep_alive = false;
+            Framing::Close
+        };
+        let mut response = Response::new(H1Body {
+            conn: Some(self),
+            framing,
+            keep_alive,
+            home: Some(home),
+        });
+        *response.status_mut() = status;
+        *response.version_mut() = if parsed.minor == 1 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        *response.headers_mut() = headers;
+        // A reason phrase other than the standard one travels on, as with
+        // hyper's client.
+        let (rs, re) = parsed.reason;
+        if re > rs
+            && status.canonical_reason().map(str::as_bytes) != Some(&head[rs..re])
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.slice(rs..re))
+        {
+            response.extensions_mut().insert(reason);
+        }
+        response.body_mut().finish_if_empty();
+        Ok(response)
+    }
+}
+
+/// A response head's parts, as offsets into the bytes it was parsed from.
+struct ParsedHead {
+    len: usize,
+    minor: u8,
+    code: u16,
+    reason: (usize, usize),
+    /// (name start, name end, value start, value end) of each header.
+    indices: Vec<(usize, usize, usize, usize)>,
+}
+
+/// Parses a response head; `None` when more bytes are needed.
+fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, H1Error> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut response, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(H1Error::Invalid("more than 100 response headers"));
+        }
+        Err(_) => return Err(H1Error::Invalid("malformed response head")),
+    };
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let indices = response
+        .headers
+        .iter()
+        .map(|h| {
+            let ns = offset(h.name.as_bytes());
+            let vs = offset(h.value);
+            (ns, ns + h.name.len(), vs, vs + h.value.len())
+        })
+        .collect();
+    let reason = match response.reason {
+        Some(r) if !r.is_empty() => {
+            let rs = offset(r.as_bytes());
+            (rs, rs + r.len())
+        }
+        _ => (0, 0),
+    };
+    Ok(Some(ParsedHead {
+        len,
+        minor: response.version.unwrap_or(1),
+        code: response.code.unwrap_or(0),
+        reason,
+        indices,
+    }))
+}
+
+/// A Content-Length value: decimal digits only.
+fn parse_length(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// Writes the head of a body-less request, as hyper's client would: origin
+/// form, the headers as they are, and `content-length: 0` for methods that
+/// normally carry a body.
+pub fn encode_head<B>(req: &Request<B>, dst: &mut Vec<u8>) {
+    let method = req.method();
+    dst.extend_from_slice(method.as_str().as_bytes());
+    dst.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    dst.extend_from_slice(target.as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    let carries_body = !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    if carries_body && !req.headers().contains_key(CONTENT_LENGTH) {
+        dst.extend_from_slice(b"content-length: 0\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// How the rest of a response body is delimited.
+#[derive(Debug)]
+enum Framing {
+    /// This many bytes remain.
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the instance closes the connection.
+    Close,
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes remain.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// In the trailer section, this many bytes read so far.
+    Trailers(usize),
+    Done,
+}
+
+/// One step of chunked decoding over `buf`.
+#[derive(Debug, PartialEq, Eq)]
+enum Decoded {
+    Data(Bytes),
+    NeedMore,
+    Done,
+}
+
+impl Chunked {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, H1Error> {
+        loop {
+            match *self {
+                Chunked::Size => {
+                    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                        if buf.len() > MAX_CHUNK_LINE {
+                            return Err(H1Error::Invalid("chunk-size line too long"));
+                        }
+                        return Ok(Decoded::NeedMore);
+                    };
+                    let line = buf.split_to(end + 1);
+                    let size = parse_chunk_size(&line)?;
+                    *self = if size == 0 {
+                        Chunked::Trailers(0)
+                    } else {
+                        Chunked::Data(size)
+                    };
+                }
+                Chunked::Data(rem) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let n = usize::try_from(rem).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(n).freeze();
+                    let left = rem - n as u64;
+                    *self = if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                Chunked::DataEnd => match buf.first() {
+                    None => return Ok(Decoded::NeedMore),
+                    Some(b'\n') => {
+                        let _ = buf.split_to(1);
+                        *self = Chunked::Size;
+                    }
+                    Some(b'\r') if buf.len() < 2 => return Ok(Decoded::NeedMore),
+                    Some(b'\r') if buf[1] == b'\n' => {
+                        let _ = buf.split_to(2);
+                        *self = Chunked::Size;
+                    }
+                    Some(_) => return Err(H1Error::Invalid("chunk data not followed by CRLF")),
+                },
+                Chunked::Trailers(seen) => {
+                    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                        if seen + buf.len() > MAX_TRAILERS {
+                            return Err(H1Error::Invalid("trailer section too long"));
+                        }
+                        return Ok(Decoded::NeedMore);
+                    };
+                    let line = buf.split_to(end + 1);
+                    // Trailer fields are not passed on; an empty line ends them.
+                    *self = if line.trim_ascii().is_empty() {
+                        Chunked::Done
+                    } else if seen + line.len() > MAX_TRAILERS {
+                        return Err(H1Error::Invalid("trailer section too long"));
+                    } else {
+                        Chunked::Trailers(seen + line.len())
+                    };
+                }
+                Chunked::Done => return Ok(Decoded::Done),
+            }
+        }
+    }
+}
+
+/// The size in a chunk-size line (`1a;ext=v\r\n`): hex digits, then
+/// optional whitespace and extensions, which are ignored.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+    let bad = H1Error::Invalid("bad chunk size");
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
+        return Err(bad);
+    }
+    let rest = &line[digits..];
+    match rest.first() {
+        Some(b'\r' | b'\n' | b';' | b' ' | b'\t') => {}
+        _ => return Err(bad),
+    }
+    let text =
+        std::str::from_utf8(&line[..digits]).map_err(|_| H1Error::Invalid("bad chunk size"))?;
+    u64::from_str_radix(text, 16).map_err(|_| bad)
+}
+
+/// An upstream response body read from an [`H1Conn`]; at its end the
+/// connection goes back to its idle stack, unless it is to be closed.
+#[derive(Debug)]
+pub struct H1Body {
+    /// None once the body ended (or failed).
+    conn: Option<H1Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    home: Option<Arc<IdleStack<H1Conn>>>,
+}
+
+impl H1Body {
+    fn finish_if_empty(&mut self) {
+        if matches!(self.framing, Framing::Length(0)) {
+            self.finish();
+        }
+    }
+
+    /// The body ended: the connection is reused when it can be.
+    fn finish(&mut self) {
+        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take())
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            home.push(conn);
+        }
+    }
+
+    fn fail(&mut self, e: H1Error) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.framing {
+                Framing::Length(rem) => {
+                    if *rem == 0 {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    if !conn.buf.is_empty() {
+                        let n = usize::try_from(*rem)
+                            .unwrap_or(usize::MAX)
+                            .min(conn.buf.len());
+                        let data = conn.buf.split_to(n).freeze();
+                        *rem -= n as u64;
+                        if *rem == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Framing::Chunked(state) => match state.decode(&mut conn.buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Done) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => return this.fail(e),
+                },
+                Framing::Close => {
+                    if !conn.buf.is_empty() {
+                        let data = conn.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.framing, Framing::Close) => {
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(H1Error::ClosedInBody),
+                Ok(_) => {}
+                Err(e) => return this.fail(e.into()),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.conn, &self.framing) {
+            (None, _) => SizeHint::with_exact(0),
+            (Some(_), Framing::Length(n)) => SizeHint::with_exact(*n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, bool), H1Error> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(step) {
+            buf.extend_from_slice(piece);
+            loop {
+                match state.decode(&mut buf)? {
+                    Decoded::Data(d) => out.extend_from_slice(&d),
+                    Decoded::NeedMore => break,
+                    Decoded::Done => return Ok((out, buf.is_empty())),
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_sizes() {
+        let input = b"5\r\nhello\r\n1;name=value\r\n \r\n6\r\nworld!\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for step in 1..input.len() {
+            let (out, clean) = decode_all(input, step).expect("valid chunked body");
+            assert_eq!(out, b"hello world!", "step {step}");
+            assert!(clean, "step {step}");
+        }
+    }
+
+    #[test]
+    fn bad_chunked_bodies_are_errors() {
+        for input in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"1ffffffffffffffff\r\n",
+            b"5x\r\nhello\r\n",
+        ] {
+            assert!(decode_all(input, input.len()).is_err(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn content_length_values_are_digits_only() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"1234"), Some(1234));
+        assert_eq!(parse_length(b"+1"), None);
+        assert_eq!(parse_length(b""), None);
+        assert_eq!(parse_length(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn heads_are_origin_form_with_the_headers_as_given() {
+        let req = Request::post("/a/b?c=1")
+            .header("host", "example")
+            .header("x-two", "1")
+            .header("x-two", "2")
+            .body(())
+            .expect("valid request");
+        let mut out = Vec::new();
+        encode_head(&req, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "POST /a/b?c=1 HTTP/1.1\r\nhost: example\r\nx-two: 1\r\nx-two: 2\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_heads_parse_incrementally() {
+        let head = b"HTTP/1.1 200 Fine\r\ncontent-length: 2\r\nx-a: b\r\n\r\nok";
+        for cut in 0..head.len() - 2 {
+            assert!(parse_head(&head[..cut]).expect("prefix is valid").is_none());
+        }
+        let parsed = parse_head(head).expect("valid").expect("complete");
+        assert_eq!(parsed.len, head.len() - 2);
+        assert_eq!(parsed.code, 200);
+        assert_eq!(parsed.indices.len(), 2);
+        let (rs, re) = parsed.reason;
+        assert_eq!(&head[rs..re], b"Fine");
+    }
+}
