@@ -359,11 +359,14 @@ pub fn encode_head<B>(req: &Request<B>, dst: &mut Vec<u8>) {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
+    // Two-byte separators pushed one by one: cheaper than a copy call each.
     for (name, value) in req.headers() {
         dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
+        dst.push(b':');
+        dst.push(b' ');
         dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
+        dst.push(b'\r');
+        dst.push(b'\n');
     }
     let carries_body = !matches!(
         *method,
@@ -372,7 +375,8 @@ pub fn encode_head<B>(req: &Request<B>, dst: &mut Vec<u8>) {
     if carries_body && !req.headers().contains_key(CONTENT_LENGTH) {
         dst.extend_from_slice(b"content-length: 0\r\n");
     }
-    dst.extend_from_slice(b"\r\n");
+    dst.push(b'\r');
+    dst.push(b'\n');
 }
 
 /// How the rest of a response body is delimited.

@@ -323,7 +323,7 @@ pub async fn handle(
     // The shadow copy: sampled, right method, another upstream, room left.
     let mut dispatch = Dispatch::None;
     let mut pending = None;
-    if let (Some(b), Some(r), Some(rt), false) = (shadow_bucket, route, &shared.shadow, websocket)
+    if let (Some(b), Some(_), Some(rt), false) = (shadow_bucket, route, &shared.shadow, websocket)
         && let Some(plan) = live.shadows[slot - 1].as_ref()
         && b < plan.percent_bp
         && plan.methods.iter().any(|m| m == method.as_str())
@@ -340,13 +340,13 @@ pub async fn handle(
             (dispatch, pending) = crate::shadow::launch(crate::shadow::Launch {
                 runtime: rt.clone(),
                 pool: live.pools[plan.upstream.index()].clone(),
-                route: r.name.clone(),
+                route: plan.route.clone(),
                 method: method.clone(),
                 path_and_query: path_and_query.clone(),
                 headers: parts.headers.clone(),
                 comparator: plan.comparator.clone(),
                 counts: plan.counts.clone(),
-                primary_upstream: pool.name.clone(),
+                primary: pool.clone(),
                 noise_pool: (plan.noise_bp > 0
                     && NOISE_METHODS.contains(&method.as_str())
                     && rand::random_range(0..BUCKETS) < plan.noise_bp)

@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use strangler_rules::config::{Route, ShadowLimits};
 use strangler_rules::{Config, UpstreamId};
 use strangler_shadow::capture::HashKey;
-use strangler_shadow::pipeline::{CompareJob, DiffPipeline, ShadowAnswer};
+use strangler_shadow::pipeline::{CompareJob, DiffPipeline, ShadowAnswer, settle_quickly};
 use strangler_shadow::{BodyCapture, Captured, Comparator, Counters, Outcome, RouteCounts};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -33,6 +33,8 @@ pub const SHADOW_HEADER: http::HeaderName = http::HeaderName::from_static("x-str
 /// A route's live shadow settings: the file's with the runtime layer on top.
 #[derive(Debug)]
 pub struct ShadowPlan {
+    /// The route's name, shared with every shadow task.
+    pub route: Arc<str>,
     pub upstream: UpstreamId,
     pub percent_bp: u16,
     pub methods: Vec<String>,
@@ -76,6 +78,7 @@ fn plan(r: &Route, layer: &RuntimeLayer, counters: &Counters) -> Option<ShadowPl
     }
     let added = o.map(|o| o.ignore_fields_add.as_slice()).unwrap_or(&[]);
     Some(ShadowPlan {
+        route: Arc::from(r.name.as_str()),
         upstream: spec.upstream,
         percent_bp,
         methods: spec.methods.clone(),
@@ -175,13 +178,14 @@ impl Pending {
 pub struct Launch {
     pub runtime: Arc<ShadowRuntime>,
     pub pool: Arc<UpstreamPool>,
-    pub route: String,
+    pub route: Arc<str>,
     pub method: http::Method,
     pub path_and_query: http::uri::PathAndQuery,
     pub headers: HeaderMap,
     pub comparator: Arc<Comparator>,
     pub counts: Arc<RouteCounts>,
-    pub primary_upstream: String,
+    /// The upstream that answers the client.
+    pub primary: Arc<UpstreamPool>,
     /// Sampled for the noise check: the primary's upstream, asked again.
     pub noise_pool: Option<Arc<UpstreamPool>>,
     pub has_body: bool,
@@ -261,9 +265,12 @@ async fn run(
         };
         match l.noise_pool.clone() {
             // The shadow and the primary's second answer, side by side.
+            // Boxed, so that the usual task (no noise check) is half the size.
             Some(again) => {
-                let (a, n) =
-                    tokio::join!(ask(l.pool.clone(), headers.clone()), ask(again, headers));
+                let (a, n) = Box::pin(async {
+                    tokio::join!(ask(l.pool.clone(), headers.clone()), ask(again, headers))
+                })
+                .await;
                 (a, Some(n))
             }
             None => (ask(l.pool.clone(), headers).await, None),
@@ -273,13 +280,16 @@ async fn run(
         l.counts.add(Outcome::PrimaryError);
         return;
     };
+    if settle_quickly(&l.comparator, &l.counts, &primary, &answer, noise.as_ref()) {
+        return;
+    }
     runtime.pipeline.submit(CompareJob {
-        route: l.route,
+        route: l.route.to_string(),
         method: l.method.to_string(),
         path: l.path_and_query.to_string(),
         comparator: l.comparator,
         counts: l.counts,
-        primary_upstream: l.primary_upstream,
+        primary_upstream: l.primary.name.clone(),
         shadow_upstream: l.pool.name.clone(),
         primary,
         shadow: answer,

@@ -41,7 +41,9 @@ pub struct BodyCapture {
     cap: usize,
     buf: BytesMut,
     key: std::sync::Arc<hmac::Key>,
-    hash: Option<hmac::Context>,
+    /// Boxed: a hash context is large, and captures move around (into
+    /// tees, tasks and channels) far more often than bodies exceed the cap.
+    hash: Option<Box<hmac::Context>>,
     len: u64,
 }
 
@@ -76,7 +78,7 @@ impl BodyCapture {
             // Past the cap for the first time: everything so far is the
             // full prefix plus the rest of this chunk.
             None if self.len > self.cap as u64 => {
-                let mut h = hmac::Context::with_key(&self.key);
+                let mut h = Box::new(hmac::Context::with_key(&self.key));
                 h.update(&self.buf);
                 h.update(&chunk[take..]);
                 self.hash = Some(h);

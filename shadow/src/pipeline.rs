@@ -7,7 +7,8 @@
 //! thread (a full queue drops the job and counts `dropped`); the thread
 //! drains the queue every few milliseconds, so a busy proxy pays no
 //! context switch per job. Answers equal in everything compared take a
-//! quick path with no parsing at all. The thread persists counters and
+//! quick path with no parsing at all, on the proxy's side before a job is
+//! made ([`settle_quickly`]). The thread persists counters and
 //! aggregates every second and applies the TTL every minute; `shutdown`
 //! finishes what is queued, saves and flushes.
 
@@ -42,6 +43,40 @@ pub enum ShadowAnswer {
     /// Refused, broken, or its body failed mid-stream.
     Failed(String),
     TimedOut,
+}
+
+/// The quick path: answers equal in everything compared (and a noise
+/// check's answer equal too, when there is one) are counted as a match at
+/// once, with no parsing. Returns whether it settled the request; if not,
+/// the answers need the pipeline's thread ([`DiffPipeline::submit`]).
+///
+/// The proxy calls it on its own thread before building a job: most
+/// shadowed answers match, and settling them where they were captured keeps
+/// their memory from being freed on another thread (costly for malloc).
+pub fn settle_quickly(
+    comparator: &Comparator,
+    counts: &RouteCounts,
+    primary: &Captured,
+    shadow: &ShadowAnswer,
+    noise: Option<&ShadowAnswer>,
+) -> bool {
+    let ShadowAnswer::Answered(s) = shadow else {
+        return false;
+    };
+    // A noise check that got no answer checks nothing.
+    let noise_matches = match noise {
+        Some(ShadowAnswer::Answered(n)) => Some(comparator.quick_match(primary, n)),
+        _ => None,
+    };
+    if noise_matches == Some(false) || !comparator.quick_match(primary, s) {
+        return false;
+    }
+    counts.observe_delta(s.latency_ms - primary.latency_ms);
+    if noise_matches.is_some() {
+        counts.add_noise_checked();
+    }
+    counts.add(Outcome::Match);
+    true
 }
 
 /// Both answers of one shadowed request.
@@ -280,21 +315,13 @@ impl Worker {
 
     fn process(&mut self, job: CompareJob) {
         let cmp = job.comparator.clone();
-        let quick_shadow =
-            matches!(&job.shadow, ShadowAnswer::Answered(s) if cmp.quick_match(&job.primary, s));
-        let quick_noise = match &job.noise {
-            Some(ShadowAnswer::Answered(n)) => Some(cmp.quick_match(&job.primary, n)),
-            _ => None,
-        };
-        if quick_shadow && quick_noise != Some(false) {
-            if let ShadowAnswer::Answered(s) = &job.shadow {
-                job.counts
-                    .observe_delta(s.latency_ms - job.primary.latency_ms);
-            }
-            if quick_noise.is_some() {
-                job.counts.add_noise_checked();
-            }
-            job.counts.add(Outcome::Match);
+        if settle_quickly(
+            &cmp,
+            &job.counts,
+            &job.primary,
+            &job.shadow,
+            job.noise.as_ref(),
+        ) {
             return;
         }
         let cap = self.config.max_body_bytes;
