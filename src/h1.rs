@@ -353,14 +353,25 @@ fn parse_length(s: &[u8]) -> Option<u64> {
 /// form, the headers as they are, and `content-length: 0` for methods that
 /// normally carry a body.
 pub fn encode_head<B>(req: &Request<B>, dst: &mut Vec<u8>) {
-    let method = req.method();
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    encode_head_parts(req.method(), target, req.headers(), None, dst);
+}
+
+/// [`encode_head`] from a request's parts, with one more header (`extra`)
+/// after the others.
+pub fn encode_head_parts(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    extra: Option<(&HeaderName, &HeaderValue)>,
+    dst: &mut Vec<u8>,
+) {
     dst.extend_from_slice(method.as_str().as_bytes());
     dst.push(b' ');
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     // Two-byte separators pushed one by one: cheaper than a copy call each.
-    for (name, value) in req.headers() {
+    for (name, value) in headers.iter().chain(extra) {
         dst.extend_from_slice(name.as_str().as_bytes());
         dst.push(b':');
         dst.push(b' ');
@@ -372,7 +383,7 @@ pub fn encode_head<B>(req: &Request<B>, dst: &mut Vec<u8>) {
         *method,
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
-    if carries_body && !req.headers().contains_key(CONTENT_LENGTH) {
+    if carries_body && !headers.contains_key(CONTENT_LENGTH) {
         dst.extend_from_slice(b"content-length: 0\r\n");
     }
     dst.push(b'\r');

@@ -179,6 +179,9 @@ pub fn set_forwarded(
     trusted_hops: u32,
     version: Version,
 ) {
+    // Room for the four headers below at once, rather than the map growing
+    // (and rehashing) once or twice on the way.
+    headers.reserve(4);
     append_value(headers, &X_FORWARDED_FOR, peer);
     let trust = trusted_hops > 0;
     if !(trust && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -335,8 +338,15 @@ mod tests {
 /// route's auth or rate limit can be stepped around by a path the monolith
 /// would normalise to a protected one.
 pub fn ambiguous_path(path: &str) -> bool {
-    // Every request passes here: most paths have nothing to look at.
-    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) && !path.contains("//") {
+    // Every request passes here: most paths have nothing to look at, which
+    // one pass over the bytes tells (no substring search set up per call).
+    let mut prev = 0u8;
+    let suspicious = path.bytes().any(|b| {
+        let hit = matches!(b, b'.' | b'%' | b'\\') || (b == b'/' && prev == b'/');
+        prev = b;
+        hit
+    });
+    if !suspicious {
         return false;
     }
     let lower = path.to_ascii_lowercase();

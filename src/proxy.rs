@@ -109,7 +109,16 @@ pub async fn handle(
         Target::Default => (None, 0),
         Target::Aggregate(i) => {
             let host = host_value.as_ref().and_then(|v| v.to_str().ok());
-            let resp = crate::aggregate::serve(live.clone(), i, &parts, host, client).await;
+            // Boxed here and below: rare or costly anyway, and inline their
+            // state would grow every request's future (which hyper moves).
+            let resp = Box::pin(crate::aggregate::serve(
+                live.clone(),
+                i,
+                &parts,
+                host,
+                client,
+            ))
+            .await;
             return Ok(finish(
                 &shared,
                 &parts,
@@ -128,7 +137,7 @@ pub async fn handle(
     // JWT auth: a route that asks for it gets no request without a valid token.
     let mut claims = None;
     if let Some(auth) = route.and_then(|_| live.auths[slot - 1].as_ref()) {
-        match auth.verify(&parts.headers).await {
+        match Box::pin(auth.verify(&parts.headers)).await {
             Ok(c) => claims = Some(c),
             Err(e) => {
                 let mut resp = ProxyError::Unauthorized(e.to_string()).response(route_name, None);
@@ -337,22 +346,32 @@ pub async fn handle(
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
+            let shadow_pool = &live.pools[plan.upstream.index()];
+            let noise_pool = (plan.noise_bp > 0
+                && NOISE_METHODS.contains(&method.as_str())
+                && rand::random_range(0..BUCKETS) < plan.noise_bp)
+                .then(|| pool.clone());
+            let request = crate::shadow::ShadowRequest::new(
+                &method,
+                &path_and_query,
+                &parts.headers,
+                !body_empty,
+                std::iter::once(&**shadow_pool).chain(noise_pool.as_deref()),
+            );
             (dispatch, pending) = crate::shadow::launch(crate::shadow::Launch {
                 runtime: rt.clone(),
-                pool: live.pools[plan.upstream.index()].clone(),
+                pool: shadow_pool.clone(),
                 route: plan.route.clone(),
                 method: method.clone(),
                 path_and_query: path_and_query.clone(),
-                headers: parts.headers.clone(),
+                request,
                 comparator: plan.comparator.clone(),
                 counts: plan.counts.clone(),
                 primary: pool.clone(),
-                noise_pool: (plan.noise_bp > 0
-                    && NOISE_METHODS.contains(&method.as_str())
-                    && rand::random_range(0..BUCKETS) < plan.noise_bp)
-                    .then(|| live.pools[upstream_id.index()].clone()),
+                noise_pool,
                 has_body: !body_empty,
                 content_length,
+                sleeps: shared.sleeps.clone(),
             });
         }
     }

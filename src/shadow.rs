@@ -181,7 +181,7 @@ pub struct Launch {
     pub route: Arc<str>,
     pub method: http::Method,
     pub path_and_query: http::uri::PathAndQuery,
-    pub headers: HeaderMap,
+    pub request: ShadowRequest,
     pub comparator: Arc<Comparator>,
     pub counts: Arc<RouteCounts>,
     /// The upstream that answers the client.
@@ -190,6 +190,43 @@ pub struct Launch {
     pub noise_pool: Option<Arc<UpstreamPool>>,
     pub has_body: bool,
     pub content_length: Option<u64>,
+    /// The proxy's pooled timers (the shadow call's timeout is one).
+    pub sleeps: Arc<crate::timer::SleepPool>,
+}
+
+/// The shadow request's head, as the shadow task will send it.
+pub enum ShadowRequest {
+    /// Encoded once, `x-strangler-shadow: 1` included: for body-less
+    /// requests to plain-http upstreams (the lean exchange), with no header
+    /// map to copy, build into a request and drop.
+    Encoded(Vec<u8>),
+    /// For everything else: a request is built from these headers.
+    Headers(HeaderMap),
+}
+
+impl ShadowRequest {
+    /// The head for a copy of a request with these parts, sent to every
+    /// pool in `to` (the shadow's, and the primary's for a noise check).
+    pub fn new<'a>(
+        method: &http::Method,
+        path_and_query: &http::uri::PathAndQuery,
+        headers: &HeaderMap,
+        has_body: bool,
+        mut to: impl Iterator<Item = &'a UpstreamPool>,
+    ) -> Self {
+        if has_body || !to.all(UpstreamPool::is_plain_http) {
+            return ShadowRequest::Headers(headers.clone());
+        }
+        let mut head = Vec::with_capacity(512);
+        crate::h1::encode_head_parts(
+            method,
+            path_and_query.as_str(),
+            headers,
+            Some((&SHADOW_HEADER, &HeaderValue::from_static("1"))),
+            &mut head,
+        );
+        ShadowRequest::Encoded(head)
+    }
 }
 
 /// Starts the shadow task for a sampled request, or counts why not.
@@ -225,7 +262,7 @@ pub fn launch(l: Launch) -> (Dispatch, Option<Pending>) {
 }
 
 async fn run(
-    mut l: Launch,
+    l: Launch,
     place: Admitted,
     body_rx: Option<oneshot::Receiver<Option<Bytes>>>,
     primary_rx: oneshot::Receiver<Captured>,
@@ -249,14 +286,13 @@ async fn run(
     };
     let (answer, noise) = {
         let _permit = runtime.running.acquire().await;
-        let headers = std::mem::take(&mut l.headers);
-        let ask = |pool: Arc<UpstreamPool>, headers: HeaderMap| {
+        let ask = |pool: Arc<UpstreamPool>| {
             let body = body.clone().map_or(ProxyBody::Empty, ProxyBody::full);
             let (l, runtime) = (&l, &runtime);
             async move {
                 let started = Instant::now();
-                let call = call(l, &pool, headers, body, runtime.max_body, started);
-                match tokio::time::timeout(runtime.timeout, call).await {
+                let call = call(l, &pool, body, runtime.max_body, started);
+                match l.sleeps.timeout(runtime.timeout, call).await {
                     Ok(Ok(c)) => ShadowAnswer::Answered(c),
                     Ok(Err(why)) => ShadowAnswer::Failed(why),
                     Err(_) => ShadowAnswer::TimedOut,
@@ -267,13 +303,11 @@ async fn run(
             // The shadow and the primary's second answer, side by side.
             // Boxed, so that the usual task (no noise check) is half the size.
             Some(again) => {
-                let (a, n) = Box::pin(async {
-                    tokio::join!(ask(l.pool.clone(), headers.clone()), ask(again, headers))
-                })
-                .await;
+                let (a, n) =
+                    Box::pin(async { tokio::join!(ask(l.pool.clone()), ask(again)) }).await;
                 (a, Some(n))
             }
-            None => (ask(l.pool.clone(), headers).await, None),
+            None => (ask(l.pool.clone()).await, None),
         }
     };
     let Ok(primary) = primary_rx.await else {
@@ -303,19 +337,24 @@ async fn run(
 async fn call(
     l: &Launch,
     pool: &UpstreamPool,
-    headers: HeaderMap,
     body: ProxyBody,
     cap: usize,
     started: Instant,
 ) -> Result<Captured, String> {
-    let mut req = Request::new(body);
-    *req.method_mut() = l.method.clone();
-    *req.version_mut() = Version::HTTP_11;
-    *req.uri_mut() = Uri::from(l.path_and_query.clone());
-    *req.headers_mut() = headers;
-    req.headers_mut()
-        .insert(SHADOW_HEADER, HeaderValue::from_static("1"));
-    let resp = pool.send_once(req).await?;
+    let resp = match &l.request {
+        ShadowRequest::Encoded(head) => pool.send_head_once(head, &l.method).await?,
+        ShadowRequest::Headers(headers) => {
+            let mut req = Request::new(body);
+            *req.method_mut() = l.method.clone();
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = Uri::from(l.path_and_query.clone());
+            *req.headers_mut() = headers.clone();
+            req.headers_mut()
+                .insert(SHADOW_HEADER, HeaderValue::from_static("1"));
+            // Boxed: the usual (encoded) case carries none of its state.
+            Box::pin(pool.send_once(req)).await?
+        }
+    };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (parts, mut body) = resp.into_parts();
     let mut capture = BodyCapture::new(cap, l.runtime.pipeline.redactor.key());

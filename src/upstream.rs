@@ -62,6 +62,13 @@ pub enum SendError {
     Broken(BoxError),
 }
 
+/// Why a lean exchange failed.
+enum LeanError {
+    /// No connection could be made: nothing was sent.
+    Connect(String),
+    Broken(crate::h1::H1Error),
+}
+
 /// A response body that gives its connection back when read to the end.
 #[derive(Debug)]
 pub enum PooledBody {
@@ -424,7 +431,18 @@ impl UpstreamPool {
         {
             return self.send_lean(i, req).await;
         }
-        let idle = &inst.idle;
+        // Boxed: the common (lean) case then carries none of this future's
+        // state, which keeps every request's future small.
+        Box::pin(self.send_hyper(i, req)).await
+    }
+
+    /// Sends `req` to instance `i` through hyper's client.
+    async fn send_hyper(
+        &self,
+        i: usize,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let idle = &self.instances[i].idle;
         loop {
             let (mut conn, fresh) = match idle.pop() {
                 Some(mut c) => {
@@ -459,44 +477,74 @@ impl UpstreamPool {
     }
 
     /// The lean exchange (h1.rs) for a body-less request to a plain-http
-    /// instance. A reused connection that fails before any byte of a
-    /// response arrived was closed by the instance while idle: an idempotent
-    /// request is sent again on another connection.
+    /// instance.
     async fn send_lean(
         &self,
         i: usize,
         req: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, SendError> {
-        let inst = &self.instances[i];
         let mut head = Vec::with_capacity(512);
         crate::h1::encode_head(&req, &mut head);
-        let head_only = req.method() == http::Method::HEAD;
-        let idempotent = matches!(
-            *req.method(),
-            http::Method::GET
-                | http::Method::HEAD
-                | http::Method::OPTIONS
-                | http::Method::TRACE
-                | http::Method::PUT
-                | http::Method::DELETE
-        );
+        match self.lean_exchange(i, &head, req.method()).await {
+            Ok(resp) => Ok(resp.map(PooledBody::Lean)),
+            Err(LeanError::Connect(e)) => Err(SendError::Connect(e, Box::new(req))),
+            Err(LeanError::Broken(e)) => Err(SendError::Broken(e.into())),
+        }
+    }
+
+    /// Sends an encoded request head (h1.rs) to instance `i`. A reused
+    /// connection that fails before any byte of a response arrived was
+    /// closed by the instance while idle: an idempotent request is sent
+    /// again on another connection.
+    async fn lean_exchange(
+        &self,
+        i: usize,
+        head: &[u8],
+        method: &http::Method,
+    ) -> Result<Response<H1Body>, LeanError> {
+        let inst = &self.instances[i];
+        let head_only = method == http::Method::HEAD;
+        let idempotent = crate::headers::idempotent(method);
         loop {
             let (conn, fresh) = match inst.lean_idle.pop() {
                 Some(c) if c.is_reusable() => (c, false),
                 Some(_) => continue,
                 None => match Box::pin(self.connect_tcp(i)).await {
                     Ok(tcp) => (H1Conn::new(tcp), true),
-                    Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                    Err(e) => return Err(LeanError::Connect(e)),
                 },
             };
-            match conn
-                .exchange(&head, head_only, inst.lean_idle.clone())
-                .await
-            {
-                Ok(resp) => return Ok(resp.map(PooledBody::Lean)),
+            match conn.exchange(head, head_only, inst.lean_idle.clone()).await {
+                Ok(resp) => return Ok(resp),
                 Err(e) if !fresh && idempotent && e.nothing_received() => continue,
-                Err(e) => return Err(SendError::Broken(e.into())),
+                Err(e) => return Err(LeanError::Broken(e)),
             }
+        }
+    }
+
+    /// Whether every instance speaks plain http, so that body-less requests
+    /// take the lean exchange and may be sent as encoded heads.
+    pub fn is_plain_http(&self) -> bool {
+        self.tls.is_none()
+    }
+
+    /// [`Self::send_once`] for a request already encoded by
+    /// `h1::encode_head_parts` (body-less, to a plain-http upstream).
+    pub async fn send_head_once(
+        &self,
+        head: &[u8],
+        method: &http::Method,
+    ) -> Result<Response<PooledBody>, String> {
+        let i = self
+            .pick(&[])
+            .map_err(|_| "no healthy instance".to_string())?;
+        self.start_request(i);
+        let sent = self.lean_exchange(i, head, method).await;
+        self.end_request(i);
+        match sent {
+            Ok(resp) => Ok(resp.map(PooledBody::Lean)),
+            Err(LeanError::Connect(e)) => Err(e),
+            Err(LeanError::Broken(e)) => Err(e.to_string()),
         }
     }
 
