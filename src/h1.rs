@@ -80,6 +80,8 @@ pub struct H1Conn {
     buf: BytesMut,
     /// Space offered to the next read.
     read_size: usize,
+    /// Where each response header lies in its head (reused across exchanges).
+    indices: Vec<HeaderAt>,
 }
 
 impl H1Conn {
@@ -88,6 +90,7 @@ impl H1Conn {
             io,
             buf: BytesMut::new(),
             read_size: READ_FIRST,
+            indices: Vec::new(),
         }
     }
 
@@ -146,7 +149,7 @@ impl H1Conn {
         loop {
             let parsed = loop {
                 if !self.buf.is_empty() {
-                    match parse_head(&self.buf)? {
+                    match parse_head(&self.buf, &mut self.indices)? {
                         Some(p) => break p,
                         None if self.buf.len() > MAX_HEAD => return Err(H1Error::HeadTooLarge),
                         None => {}
@@ -182,12 +185,12 @@ impl H1Conn {
         head_only: bool,
         home: Arc<IdleStack<H1Conn>>,
     ) -> Result<Response<H1Body>, H1Error> {
-        let mut headers = HeaderMap::with_capacity(parsed.indices.len());
+        let mut headers = HeaderMap::with_capacity(self.indices.len());
         let mut keep_alive = parsed.minor == 1;
         let mut content_length: Option<u64> = None;
         let mut transfer_encoding = false;
         let mut chunked = false;
-        for &(ns, ne, vs, ve) in &parsed.indices {
+        for &(ns, ne, vs, ve) in &self.indices {
             let name = HeaderName::from_bytes(&head[ns..ne])
                 .map_err(|_| H1Error::Invalid("bad header name"))?;
             let raw = &head[vs..ve];
@@ -289,18 +292,20 @@ impl H1Conn {
     }
 }
 
-/// A response head's parts, as offsets into the bytes it was parsed from.
+/// (name start, name end, value start, value end) of a header in its head.
+type HeaderAt = (usize, usize, usize, usize);
+
+/// A response head's parts, as offsets into the bytes it was parsed from
+/// (the headers' are in the `indices` given to [`parse_head`]).
 struct ParsedHead {
     len: usize,
     minor: u8,
     code: u16,
     reason: (usize, usize),
-    /// (name start, name end, value start, value end) of each header.
-    indices: Vec<(usize, usize, usize, usize)>,
 }
 
 /// Parses a response head; `None` when more bytes are needed.
-fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, H1Error> {
+fn parse_head(buf: &[u8], indices: &mut Vec<HeaderAt>) -> Result<Option<ParsedHead>, H1Error> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let config = httparse::ParserConfig::default();
@@ -314,15 +319,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, H1Error> {
     };
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| s.as_ptr() as usize - base;
-    let indices = response
-        .headers
-        .iter()
-        .map(|h| {
-            let ns = offset(h.name.as_bytes());
-            let vs = offset(h.value);
-            (ns, ns + h.name.len(), vs, vs + h.value.len())
-        })
-        .collect();
+    indices.clear();
+    indices.extend(response.headers.iter().map(|h| {
+        let ns = offset(h.name.as_bytes());
+        let vs = offset(h.value);
+        (ns, ns + h.name.len(), vs, vs + h.value.len())
+    }));
     let reason = match response.reason {
         Some(r) if !r.is_empty() => {
             let rs = offset(r.as_bytes());
@@ -335,7 +337,6 @@ fn parse_head(buf: &[u8]) -> Result<Option<ParsedHead>, H1Error> {
         minor: response.version.unwrap_or(1),
         code: response.code.unwrap_or(0),
         reason,
-        indices,
     }))
 }
 
@@ -688,12 +689,19 @@ mod tests {
     fn response_heads_parse_incrementally() {
         let head = b"HTTP/1.1 200 Fine\r\ncontent-length: 2\r\nx-a: b\r\n\r\nok";
         for cut in 0..head.len() - 2 {
-            assert!(parse_head(&head[..cut]).expect("prefix is valid").is_none());
+            assert!(
+                parse_head(&head[..cut], &mut Vec::new())
+                    .expect("prefix is valid")
+                    .is_none()
+            );
         }
-        let parsed = parse_head(head).expect("valid").expect("complete");
+        let mut indices = Vec::new();
+        let parsed = parse_head(head, &mut indices)
+            .expect("valid")
+            .expect("complete");
         assert_eq!(parsed.len, head.len() - 2);
         assert_eq!(parsed.code, 200);
-        assert_eq!(parsed.indices.len(), 2);
+        assert_eq!(indices.len(), 2);
         let (rs, re) = parsed.reason;
         assert_eq!(&head[rs..re], b"Fine");
     }

@@ -317,6 +317,16 @@ async fn run(
     if settle_quickly(&l.comparator, &l.counts, &primary, &answer, noise.as_ref()) {
         return;
     }
+    // Queued now: keep no connection's read buffer alive for it.
+    let mut primary = primary;
+    primary.compact();
+    let mut answer = answer;
+    let mut noise = noise;
+    for a in std::iter::once(&mut answer).chain(noise.as_mut()) {
+        if let ShadowAnswer::Answered(c) = a {
+            c.compact();
+        }
+    }
     runtime.pipeline.submit(CompareJob {
         route: l.route.to_string(),
         method: l.method.to_string(),
@@ -361,7 +371,7 @@ async fn call(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("shadow body failed: {e}"))?;
         if let Some(data) = frame.data_ref() {
-            capture.push(data);
+            capture.push_bytes(data);
         }
     }
     Ok(capture.into_captured(parts.status.as_u16(), parts.headers, latency_ms))
@@ -482,7 +492,7 @@ impl Body for TeeBody {
         match &r {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(c)) = (frame.data_ref(), this.capture.as_mut()) {
-                    c.push(data);
+                    c.push_bytes(data);
                 }
                 if this.inner.is_end_stream() {
                     this.complete();

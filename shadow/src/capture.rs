@@ -29,6 +29,12 @@ pub struct Captured {
 }
 
 impl Captured {
+    /// Copies the body out of whatever larger buffer it may share (a
+    /// connection's read buffer), before the answer is queued for a while.
+    pub fn compact(&mut self) {
+        self.body = Bytes::copy_from_slice(&self.body);
+    }
+
     /// The whole body fit under the cap.
     pub fn complete(&self) -> bool {
         self.long_body_hash.is_none()
@@ -39,6 +45,8 @@ impl Captured {
 /// of the whole once it is longer than that.
 pub struct BodyCapture {
     cap: usize,
+    /// The body while it is one chunk within the cap, shared, not copied.
+    first: Option<Bytes>,
     buf: BytesMut,
     key: std::sync::Arc<hmac::Key>,
     /// Boxed: a hash context is large, and captures move around (into
@@ -61,6 +69,7 @@ impl BodyCapture {
     pub fn new(cap: usize, key: &std::sync::Arc<hmac::Key>) -> Self {
         BodyCapture {
             cap,
+            first: None,
             buf: BytesMut::new(),
             key: key.clone(),
             hash: None,
@@ -68,7 +77,22 @@ impl BodyCapture {
         }
     }
 
+    /// Like [`Self::push`], but a body that arrives as one chunk within the
+    /// cap (most answers) is kept by reference instead of copied.
+    pub fn push_bytes(&mut self, chunk: &Bytes) {
+        if self.len == 0 && chunk.len() <= self.cap {
+            self.len = chunk.len() as u64;
+            self.first = Some(chunk.clone());
+            return;
+        }
+        self.push(chunk);
+    }
+
     pub fn push(&mut self, chunk: &[u8]) {
+        if let Some(first) = self.first.take() {
+            self.buf.reserve(first.len() + chunk.len());
+            self.buf.extend_from_slice(&first);
+        }
         self.len += chunk.len() as u64;
         let take = self.cap.saturating_sub(self.buf.len()).min(chunk.len());
         self.buf.extend_from_slice(&chunk[..take]);
@@ -99,6 +123,9 @@ impl BodyCapture {
     /// The captured prefix, the whole length, and the keyed hash of the
     /// whole when the prefix is not all of it.
     pub fn finish(self) -> (Bytes, u64, Option<String>) {
+        if let Some(first) = self.first {
+            return (first, self.len, None);
+        }
         let hash = self.hash.map(|h| hex(h.sign().as_ref()));
         (self.buf.freeze(), self.len, hash)
     }
@@ -176,5 +203,22 @@ mod tests {
         c.push(b"abc");
         assert_eq!(c.finish(), (Bytes::from_static(b"abc"), 3, None));
         assert_ne!(keyed_hash(&key, b"x"), sha256_hex(b"x"));
+    }
+
+    #[test]
+    fn shared_chunks_capture_the_same_as_copied_ones() {
+        let key = std::sync::Arc::new(hmac::Key::new(hmac::HMAC_SHA256, b"k"));
+        let chunks: [&[&[u8]]; 4] = [&[b"abc"], &[b"abc", b"def", b"gh"], &[b"abcdefghij"], &[]];
+        for cap in [0, 3, 4, 8, 64] {
+            for pieces in chunks {
+                let mut shared = BodyCapture::new(cap, &key);
+                let mut copied = BodyCapture::new(cap, &key);
+                for p in pieces {
+                    shared.push_bytes(&Bytes::copy_from_slice(p));
+                    copied.push(p);
+                }
+                assert_eq!(shared.finish(), copied.finish(), "cap {cap}, {pieces:?}");
+            }
+        }
     }
 }
