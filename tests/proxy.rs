@@ -1035,6 +1035,10 @@ async fn upstream_bodies_delimited_by_close_or_both_lengths_are_not_reused() {
     let backend = support::RawBackend::start_with(|head| {
         if head.contains(" /until-close ") {
             RawReply::close(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nread until the end")
+        } else if head.contains(" /said-close ") {
+            RawReply::close(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye")
+        } else if head.contains(" /http10 ") {
+            RawReply::close(b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nold")
         } else {
             // Transfer-Encoding wins over Content-Length, which is dropped.
             RawReply::keep(
@@ -1060,6 +1064,14 @@ async fn upstream_bodies_delimited_by_close_or_both_lengths_are_not_reused() {
         3,
         "no connection is reused after either"
     );
+    // `Connection: close`, and HTTP/1.0 without keep-alive: answered, and
+    // the next request opens a new connection (nothing stale is reused).
+    for path in ["/said-close", "/http10", "/said-close"] {
+        let r = get(&c, &proxy.url(path), &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.headers.get("connection").is_none(), "{path}");
+    }
+    assert_eq!(backend.connections(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
