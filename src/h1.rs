@@ -53,6 +53,10 @@ pub enum H1Error {
     Invalid(&'static str),
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The connection failed after part of a response (or an interim
+    /// response) had arrived.
+    #[error("upstream connection failed mid-response: {0}")]
+    IoMidResponse(io::Error),
 }
 
 impl H1Error {
@@ -126,8 +130,13 @@ impl H1Conn {
         // SAFETY: poll_read initialised the first `n` bytes of the spare
         // capacity (ReadBuf tracks what was filled).
         unsafe { self.buf.set_len(len + n) };
-        if n == offered && self.read_size < READ_MAX {
+        // Adaptive, as hyper's reads: grow while reads fill all the room
+        // they were given, shrink back when they come in far smaller, so
+        // that small answers never pin large buffers.
+        if n == offered && offered >= self.read_size && self.read_size < READ_MAX {
             self.read_size *= 2;
+        } else if n < self.read_size / 8 && self.read_size > READ_FIRST {
+            self.read_size /= 2;
         }
         Poll::Ready(Ok(n))
     }
@@ -146,6 +155,9 @@ impl H1Conn {
         home: Arc<IdleStack<H1Conn>>,
     ) -> Result<Response<H1Body>, H1Error> {
         self.io.write_all(head).await?;
+        // Whether any byte of an answer arrived: then a failure is no
+        // longer "closed while idle", and the request is not sent again.
+        let mut received = false;
         loop {
             let parsed = loop {
                 if !self.buf.is_empty() {
@@ -155,12 +167,16 @@ impl H1Conn {
                         None => {}
                     }
                 }
-                if self.fill().await? == 0 {
-                    return Err(if self.buf.is_empty() {
-                        H1Error::ClosedBeforeResponse
-                    } else {
-                        H1Error::Invalid("connection closed inside the response head")
-                    });
+                match self.fill().await {
+                    Ok(0) if !received => return Err(H1Error::ClosedBeforeResponse),
+                    Ok(0) => {
+                        return Err(H1Error::Invalid(
+                            "connection closed inside or after an interim response head",
+                        ));
+                    }
+                    Ok(_) => received = true,
+                    Err(e) if !received => return Err(e.into()),
+                    Err(e) => return Err(H1Error::IoMidResponse(e)),
                 }
             };
             let head_bytes = self.buf.split_to(parsed.len).freeze();
@@ -187,6 +203,7 @@ impl H1Conn {
     ) -> Result<Response<H1Body>, H1Error> {
         let mut headers = HeaderMap::with_capacity(self.indices.len());
         let mut keep_alive = parsed.minor == 1;
+        let mut close = false;
         let mut content_length: Option<u64> = None;
         let mut transfer_encoding = false;
         let mut chunked = false;
@@ -209,7 +226,7 @@ impl H1Conn {
                 let mut names_others = false;
                 for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     if token.eq_ignore_ascii_case(b"close") {
-                        keep_alive = false;
+                        close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive |= parsed.minor == 0;
                     } else if !token.is_empty() {
@@ -236,6 +253,12 @@ impl H1Conn {
             // HeaderValue may hold (hyper's client relies on the same).
             let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(vs..ve)) };
             headers.append(name, value);
+        }
+        // `close` wins whatever else Connection says; an HTTP/1.0 answer with
+        // Transfer-Encoding has faulty framing (RFC 9112 section 6.1): its
+        // connection is not reused either.
+        if close || (transfer_encoding && parsed.minor == 0) {
+            keep_alive = false;
         }
         let status =
             StatusCode::from_u16(parsed.code).map_err(|_| H1Error::Invalid("bad status code"))?;
@@ -434,8 +457,11 @@ impl Chunked {
                         }
                         return Ok(Decoded::NeedMore);
                     };
+                    if end + 1 > MAX_CHUNK_LINE {
+                        return Err(H1Error::Invalid("chunk-size line too long"));
+                    }
                     let line = buf.split_to(end + 1);
-                    let size = parse_chunk_size(&line)?;
+                    let size = parse_chunk_size(crlf_line(&line)?)?;
                     *self = if size == 0 {
                         Chunked::Trailers(0)
                     } else {
@@ -456,19 +482,16 @@ impl Chunked {
                     };
                     return Ok(Decoded::Data(data));
                 }
-                Chunked::DataEnd => match buf.first() {
-                    None => return Ok(Decoded::NeedMore),
-                    Some(b'\n') => {
-                        let _ = buf.split_to(1);
-                        *self = Chunked::Size;
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
                     }
-                    Some(b'\r') if buf.len() < 2 => return Ok(Decoded::NeedMore),
-                    Some(b'\r') if buf[1] == b'\n' => {
-                        let _ = buf.split_to(2);
-                        *self = Chunked::Size;
+                    if &buf[..2] != b"\r\n" {
+                        return Err(H1Error::Invalid("chunk data not followed by CRLF"));
                     }
-                    Some(_) => return Err(H1Error::Invalid("chunk data not followed by CRLF")),
-                },
+                    let _ = buf.split_to(2);
+                    *self = Chunked::Size;
+                }
                 Chunked::Trailers(seen) => {
                     let Some(end) = buf.iter().position(|&b| b == b'\n') else {
                         if seen + buf.len() > MAX_TRAILERS {
@@ -478,7 +501,7 @@ impl Chunked {
                     };
                     let line = buf.split_to(end + 1);
                     // Trailer fields are not passed on; an empty line ends them.
-                    *self = if line.trim_ascii().is_empty() {
+                    *self = if crlf_line(&line)?.is_empty() {
                         Chunked::Done
                     } else if seen + line.len() > MAX_TRAILERS {
                         return Err(H1Error::Invalid("trailer section too long"));
@@ -492,22 +515,36 @@ impl Chunked {
     }
 }
 
-/// The size in a chunk-size line (`1a;ext=v\r\n`): hex digits, then
-/// optional whitespace and extensions, which are ignored.
+/// A line without its CRLF; a bare LF or a CR inside is an error.
+fn crlf_line(line: &[u8]) -> Result<&[u8], H1Error> {
+    match line {
+        [rest @ .., b'\r', b'\n'] if !rest.contains(&b'\r') => Ok(rest),
+        _ => Err(H1Error::Invalid("chunked line not ended by CRLF")),
+    }
+}
+
+/// The size in a chunk-size line (`1a;ext=v`, CRLF removed): hex digits
+/// (leading zeros do not count against the limit), then optional
+/// whitespace and extensions, which are ignored.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
-    let bad = H1Error::Invalid("bad chunk size");
+    let bad = || H1Error::Invalid("bad chunk size");
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 15 {
-        return Err(bad);
+    let (number, rest) = line.split_at(digits);
+    let significant = number.iter().skip_while(|&&b| b == b'0').count();
+    if digits == 0 || significant > 15 {
+        return Err(bad());
     }
-    let rest = &line[digits..];
     match rest.first() {
-        Some(b'\r' | b'\n' | b';' | b' ' | b'\t') => {}
-        _ => return Err(bad),
+        None | Some(b';' | b' ' | b'\t') => {}
+        _ => return Err(bad()),
     }
-    let text =
-        std::str::from_utf8(&line[..digits]).map_err(|_| H1Error::Invalid("bad chunk size"))?;
-    u64::from_str_radix(text, 16).map_err(|_| bad)
+    number
+        .iter()
+        .try_fold(0u64, |n, &b| {
+            let d = (b as char).to_digit(16)?;
+            Some(n * 16 + u64::from(d))
+        })
+        .ok_or_else(bad)
 }
 
 /// An upstream response body read from an [`H1Conn`]; at its end the
@@ -639,7 +676,7 @@ mod tests {
 
     #[test]
     fn chunked_bodies_decode_whatever_the_read_sizes() {
-        let input = b"5\r\nhello\r\n1;name=value\r\n \r\n6\r\nworld!\r\n0\r\nx-trailer: 1\r\n\r\n";
+        let input = b"5\r\nhello\r\n1;name=value\r\n \r\n00000000000000006\r\nworld!\r\n0\r\nx-trailer: 1\r\n\r\n";
         for step in 1..input.len() {
             let (out, clean) = decode_all(input, step).expect("valid chunked body");
             assert_eq!(out, b"hello world!", "step {step}");
@@ -655,6 +692,9 @@ mod tests {
             b"5\r\nhelloXX0\r\n\r\n",
             b"1ffffffffffffffff\r\n",
             b"5x\r\nhello\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\rX\nhello\r\n",
         ] {
             assert!(decode_all(input, input.len()).is_err(), "{input:?}");
         }

@@ -393,6 +393,9 @@ impl UpstreamPool {
                 tokio::spawn(driver.with_upgrades());
                 Ok(conn)
             }
+            (_, None) if inst.scheme == Scheme::HTTPS => {
+                Err("invalid TLS server name for this https instance".to_string())
+            }
             _ => {
                 let (conn, driver) = builder
                     .handshake(TokioIo::new(tcp))
@@ -424,7 +427,7 @@ impl UpstreamPool {
             *req.uri_mut() = Uri::from(origin);
         }
         let inst = &self.instances[i];
-        if inst.server_name.is_none()
+        if inst.scheme != Scheme::HTTPS
             && req.body().is_end_stream()
             && req.method() != http::Method::CONNECT
             && !req.headers().contains_key(http::header::UPGRADE)
@@ -493,9 +496,9 @@ impl UpstreamPool {
     }
 
     /// Sends an encoded request head (h1.rs) to instance `i`. A reused
-    /// connection that fails before any byte of a response arrived was
-    /// closed by the instance while idle: an idempotent request is sent
-    /// again on another connection.
+    /// connection that fails before any byte of a response arrived was most
+    /// likely closed by the instance while idle: an idempotent request is
+    /// sent again, once, on a new connection.
     async fn lean_exchange(
         &self,
         i: usize,
@@ -505,8 +508,10 @@ impl UpstreamPool {
         let inst = &self.instances[i];
         let head_only = method == http::Method::HEAD;
         let idempotent = crate::headers::idempotent(method);
+        let mut resent = false;
         loop {
-            let (conn, fresh) = match inst.lean_idle.pop() {
+            let pooled = if resent { None } else { inst.lean_idle.pop() };
+            let (conn, fresh) = match pooled {
                 Some(c) if c.is_reusable() => (c, false),
                 Some(_) => continue,
                 None => match Box::pin(self.connect_tcp(i)).await {
@@ -516,7 +521,9 @@ impl UpstreamPool {
             };
             match conn.exchange(head, head_only, inst.lean_idle.clone()).await {
                 Ok(resp) => return Ok(resp),
-                Err(e) if !fresh && idempotent && e.nothing_received() => continue,
+                Err(e) if !fresh && !resent && idempotent && e.nothing_received() => {
+                    resent = true;
+                }
                 Err(e) => return Err(LeanError::Broken(e)),
             }
         }

@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{Backend, Proxy, client, get, raw, send};
@@ -1156,4 +1157,44 @@ async fn malformed_upstream_responses_are_502_with_json() {
         let body = http_body_util::BodyExt::collect(resp.into_body()).await;
         assert!(body.is_err(), "a truncated body was passed on as complete");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_upstream_drops_unanswered_is_sent_again_at_most_once() {
+    use support::RawReply;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let backend = support::RawBackend::start_with(move |head| {
+        if head.contains(" /dies ") {
+            // Read, then closed without an answer (a crashed handler).
+            RawReply::close(b"")
+        } else {
+            RawReply::gated(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", &g)
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+    // Three requests held at once: three upstream connections, idle after.
+    let warm: Vec<_> = (0..3)
+        .map(|_| {
+            let url = proxy.url("/warm");
+            tokio::spawn(async move { get(&client(), &url, &[]).await.status })
+        })
+        .collect();
+    support::wait_until("three held requests", || {
+        (backend.request_lines().len() == 3).then_some(())
+    });
+    gate.add_permits(3);
+    for w in warm {
+        assert_eq!(w.await.expect("task"), 200);
+    }
+    assert_eq!(backend.connections(), 3);
+    let r = get(&client(), &proxy.url("/dies"), &[]).await;
+    assert_eq!(r.status, 502);
+    let sent = backend
+        .request_lines()
+        .iter()
+        .filter(|l| l.contains("/dies"))
+        .count();
+    assert_eq!(sent, 2, "sent once, and again once on a new connection");
 }

@@ -29,10 +29,16 @@ pub struct Captured {
 }
 
 impl Captured {
-    /// Copies the body out of whatever larger buffer it may share (a
-    /// connection's read buffer), before the answer is queued for a while.
+    /// Copies the body and header values out of whatever larger buffer they
+    /// may share (a connection's read buffer), before the answer is queued
+    /// for a while.
     pub fn compact(&mut self) {
         self.body = Bytes::copy_from_slice(&self.body);
+        for v in self.headers.values_mut() {
+            if let Ok(copy) = http::HeaderValue::from_bytes(v.as_bytes()) {
+                *v = copy;
+            }
+        }
     }
 
     /// The whole body fit under the cap.
@@ -90,7 +96,7 @@ impl BodyCapture {
 
     pub fn push(&mut self, chunk: &[u8]) {
         if let Some(first) = self.first.take() {
-            self.buf.reserve(first.len() + chunk.len());
+            self.buf.reserve((first.len() + chunk.len()).min(self.cap));
             self.buf.extend_from_slice(&first);
         }
         self.len += chunk.len() as u64;

@@ -813,6 +813,8 @@ pub struct RawBackend {
 pub struct RawReply {
     pub bytes: Vec<u8>,
     pub then_close: bool,
+    /// Written only once a permit of this semaphore is taken.
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl RawReply {
@@ -820,6 +822,7 @@ impl RawReply {
         RawReply {
             bytes: bytes.to_vec(),
             then_close: false,
+            gate: None,
         }
     }
 
@@ -827,6 +830,15 @@ impl RawReply {
         RawReply {
             bytes: bytes.to_vec(),
             then_close: true,
+            gate: None,
+        }
+    }
+
+    /// Kept alive, written once `gate` gives a permit.
+    pub fn gated(bytes: &[u8], gate: &Arc<tokio::sync::Semaphore>) -> RawReply {
+        RawReply {
+            gate: Some(gate.clone()),
+            ..RawReply::keep(bytes)
         }
     }
 }
@@ -882,6 +894,11 @@ impl RawBackend {
                             buf.drain(..end + 4);
                             let reply = script(&head);
                             h.lock().expect("lock").push(head);
+                            if let Some(gate) = &reply.gate
+                                && let Ok(permit) = gate.acquire().await
+                            {
+                                permit.forget();
+                            }
                             if stream.write_all(&reply.bytes).await.is_err() || reply.then_close {
                                 return;
                             }
