@@ -281,6 +281,30 @@ pub async fn handle(
         ProxyBody::Incoming(body)
     };
 
+    // What the shadow side decided (below); every answer from here on is
+    // logged with it and carries the rate-limit headers.
+    let mut dispatch = Dispatch::None;
+    macro_rules! answer {
+        ($resp:expr) => {{
+            let mut resp = $resp;
+            if let Some((policy, state)) = rate_headers.take() {
+                resp.headers_mut().insert(RATELIMIT_POLICY, policy);
+                resp.headers_mut().insert(RATELIMIT, state);
+            }
+            return Ok(finish(
+                &shared,
+                &parts,
+                client,
+                start,
+                route_name,
+                upstream_name,
+                Some(cell),
+                dispatch,
+                resp,
+            ));
+        }};
+    }
+
     // The route's cache: a fresh stored answer is served without touching
     // an upstream (and is not shadowed); a miss may be stored on its way.
     let mut cache_fill = None;
@@ -303,23 +327,9 @@ pub async fn handle(
             let host = host_value.as_ref().and_then(|v| v.to_str().ok());
             let key = RouteCache::key(upstream_id, host, path_and_query.as_str());
             if usage == Use::Full
-                && let Some(mut hit) = cache.lookup(&key, &method, &parts.headers)
+                && let Some(hit) = cache.lookup(&key, &method, &parts.headers)
             {
-                if let Some((policy, state)) = rate_headers.take() {
-                    hit.headers_mut().insert(RATELIMIT_POLICY, policy);
-                    hit.headers_mut().insert(RATELIMIT, state);
-                }
-                return Ok(finish(
-                    &shared,
-                    &parts,
-                    client,
-                    start,
-                    route_name,
-                    upstream_name,
-                    Some(cell),
-                    Dispatch::None,
-                    hit,
-                ));
+                answer!(hit);
             }
             cache.miss();
             if method == http::Method::GET {
@@ -330,7 +340,6 @@ pub async fn handle(
     }
 
     // The shadow copy: sampled, right method, another upstream, room left.
-    let mut dispatch = Dispatch::None;
     let mut pending = None;
     if let (Some(b), Some(_), Some(rt), false) = (shadow_bucket, route, &shared.shadow, websocket)
         && let Some(plan) = live.shadows[slot - 1].as_ref()
@@ -386,26 +395,6 @@ pub async fn handle(
     let retry_headers = (may_retry_sent && retries_left > 0).then(|| parts.headers.clone());
     let mut up = upstream_request(&method, std::mem::take(&mut parts.headers), request_body);
 
-    macro_rules! answer {
-        ($resp:expr) => {{
-            let mut resp = $resp;
-            if let Some((policy, state)) = rate_headers.take() {
-                resp.headers_mut().insert(RATELIMIT_POLICY, policy);
-                resp.headers_mut().insert(RATELIMIT, state);
-            }
-            return Ok(finish(
-                &shared,
-                &parts,
-                client,
-                start,
-                route_name,
-                upstream_name,
-                Some(cell),
-                dispatch,
-                resp,
-            ));
-        }};
-    }
     loop {
         let i = match pool.pick(tried.as_slice()) {
             Ok(i) => i,
