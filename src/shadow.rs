@@ -348,7 +348,7 @@ async fn run(
             }
         },
     };
-    let (answer, noise) = {
+    let (mut answer, mut noise) = {
         let _permit = runtime.running.acquire().await;
         let ask = |pool: Arc<UpstreamPool>| {
             let body = body.clone().map_or(ProxyBody::Empty, ProxyBody::full);
@@ -374,7 +374,7 @@ async fn run(
             None => (ask(l.pool.clone()).await, None),
         }
     };
-    let Ok(primary) = primary_rx.await else {
+    let Ok(mut primary) = primary_rx.await else {
         l.counts.add(Outcome::PrimaryError);
         return;
     };
@@ -382,10 +382,7 @@ async fn run(
         return;
     }
     // Queued now: keep no connection's read buffer alive for it.
-    let mut primary = primary;
     primary.compact();
-    let mut answer = answer;
-    let mut noise = noise;
     for a in std::iter::once(&mut answer).chain(noise.as_mut()) {
         if let ShadowAnswer::Answered(c) = a {
             c.compact();

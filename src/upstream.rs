@@ -521,7 +521,8 @@ impl UpstreamPool {
             };
             match conn.exchange(head, head_only, inst.lean_idle.clone()).await {
                 Ok(resp) => return Ok(resp),
-                Err(e) if !fresh && !resent && idempotent && e.nothing_received() => {
+                // A resend is always on a fresh connection, so at most once.
+                Err(e) if !fresh && idempotent && e.nothing_received() => {
                     resent = true;
                 }
                 Err(e) => return Err(LeanError::Broken(e)),
@@ -542,13 +543,10 @@ impl UpstreamPool {
         head: &[u8],
         method: &http::Method,
     ) -> Result<Response<PooledBody>, String> {
-        let i = self
-            .pick(&[])
-            .map_err(|_| "no healthy instance".to_string())?;
-        self.start_request(i);
-        let sent = self.lean_exchange(i, head, method).await;
-        self.end_request(i);
-        match sent {
+        match self
+            .on_one_instance(|i| self.lean_exchange(i, head, method))
+            .await?
+        {
             Ok(resp) => Ok(resp.map(PooledBody::Lean)),
             Err(LeanError::Connect(e)) => Err(e),
             Err(LeanError::Broken(e)) => Err(e.to_string()),
@@ -559,16 +557,27 @@ impl UpstreamPool {
     /// aggregate part) to one instance, counted in flight, without retries
     /// or passive health; the error says what happened.
     pub async fn send_once(&self, req: Request<ProxyBody>) -> Result<Response<PooledBody>, String> {
+        self.on_one_instance(|i| self.send(i, req))
+            .await?
+            .map_err(|e| match e {
+                SendError::Connect(msg, _) => msg,
+                SendError::Broken(e) => e.to_string(),
+            })
+    }
+
+    /// Runs `send` against one picked instance, counted in flight while it
+    /// runs (requests strangler makes itself: no retries, no passive health).
+    async fn on_one_instance<T, F: std::future::Future<Output = T>>(
+        &self,
+        send: impl FnOnce(usize) -> F,
+    ) -> Result<T, String> {
         let i = self
             .pick(&[])
             .map_err(|_| "no healthy instance".to_string())?;
         self.start_request(i);
-        let sent = self.send(i, req).await;
+        let sent = send(i).await;
         self.end_request(i);
-        sent.map_err(|e| match e {
-            SendError::Connect(msg, _) => msg,
-            SendError::Broken(e) => e.to_string(),
-        })
+        Ok(sent)
     }
 
     /// Whether instance `i` takes traffic now: healthy and not ejected.
