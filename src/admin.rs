@@ -1117,20 +1117,22 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     let live = shared.live.load_full();
     let config = live.config();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP strangler_config_version Version of the runtime layer."
+    metric_head(
+        &mut out,
+        "strangler_config_version",
+        "gauge",
+        "Version of the runtime layer.",
     );
-    let _ = writeln!(out, "# TYPE strangler_config_version gauge");
     let _ = writeln!(out, "strangler_config_version {}", live.version);
     let names: Vec<&str> = std::iter::once(crate::stats::DEFAULT_ROUTE)
         .chain(config.routes.iter().map(|r| r.name.as_str()))
         .collect();
-    let _ = writeln!(
-        out,
-        "# HELP strangler_requests_total Requests by route, upstream and status class."
+    metric_head(
+        &mut out,
+        "strangler_requests_total",
+        "counter",
+        "Requests by route, upstream and status class.",
     );
-    let _ = writeln!(out, "# TYPE strangler_requests_total counter");
     for (route, cells) in names.iter().zip(&live.cells) {
         for (u, cell) in config.upstreams.iter().zip(cells) {
             for (class, n) in cell.by_class() {
@@ -1142,11 +1144,12 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP strangler_request_duration_seconds Time to response headers by route and upstream."
+    metric_head(
+        &mut out,
+        "strangler_request_duration_seconds",
+        "histogram",
+        "Time to response headers by route and upstream.",
     );
-    let _ = writeln!(out, "# TYPE strangler_request_duration_seconds histogram");
     for (route, cells) in names.iter().zip(&live.cells) {
         for (u, cell) in config.upstreams.iter().zip(cells) {
             let (cumulative, sum, count) = cell.histogram(&BOUNDS);
@@ -1174,11 +1177,12 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP strangler_route_weight_percent Live weight per route and upstream."
+    metric_head(
+        &mut out,
+        "strangler_route_weight_percent",
+        "gauge",
+        "Live weight per route and upstream.",
     );
-    let _ = writeln!(out, "# TYPE strangler_route_weight_percent gauge");
     for (i, r) in config.routes.iter().enumerate() {
         for (id, bp) in live.table.split(i).weights() {
             let _ = writeln!(
@@ -1190,11 +1194,12 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP strangler_upstream_instance_up Whether an instance takes traffic (healthy and not ejected)."
+    metric_head(
+        &mut out,
+        "strangler_upstream_instance_up",
+        "gauge",
+        "Whether an instance takes traffic (healthy and not ejected).",
     );
-    let _ = writeln!(out, "# TYPE strangler_upstream_instance_up gauge");
     for pool in &live.pools {
         for (i, inst) in pool.instances.iter().enumerate() {
             let _ = writeln!(
@@ -1210,11 +1215,12 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
         shadow_metrics(&mut out, &rt.counters().snapshot());
     }
     if let Some(n) = shared.notifier.get() {
-        let _ = writeln!(
-            out,
-            "# HELP strangler_notify_total Ramp webhook events by result."
+        metric_head(
+            &mut out,
+            "strangler_notify_total",
+            "counter",
+            "Ramp webhook events by result.",
         );
-        let _ = writeln!(out, "# TYPE strangler_notify_total counter");
         for (result, c) in [
             ("sent", &n.counts.sent),
             ("failed", &n.counts.failed),
@@ -1229,11 +1235,12 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     }
     let caches = shared.caches.all();
     if !caches.is_empty() {
-        let _ = writeln!(
-            out,
-            "# HELP strangler_cache_total Cache lookups by route and result."
+        metric_head(
+            &mut out,
+            "strangler_cache_total",
+            "counter",
+            "Cache lookups by route and result.",
         );
-        let _ = writeln!(out, "# TYPE strangler_cache_total counter");
         for (route, c) in caches {
             for (result, n) in [("hit", &c.hits), ("miss", &c.misses)] {
                 let _ = writeln!(
@@ -1246,11 +1253,12 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     }
     let limits = shared.limits.all();
     if !limits.is_empty() {
-        let _ = writeln!(
-            out,
-            "# HELP strangler_rate_limited_total Requests refused with 429 by a route's rate limit."
+        metric_head(
+            &mut out,
+            "strangler_rate_limited_total",
+            "counter",
+            "Requests refused with 429 by a route's rate limit.",
         );
-        let _ = writeln!(out, "# TYPE strangler_rate_limited_total counter");
         for (route, l) in limits {
             let _ = writeln!(
                 out,
@@ -1267,6 +1275,13 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     r
 }
 
+/// A metric's `# HELP` and `# TYPE` lines.
+fn metric_head(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 /// `strangler_shadow_total{route, outcome}` and the histogram of shadow
 /// latency minus primary latency.
 fn shadow_metrics(
@@ -1276,11 +1291,12 @@ fn shadow_metrics(
     use std::fmt::Write;
     use strangler_shadow::Outcome;
     use strangler_shadow::counters::DELTA_BUCKETS_MS;
-    let _ = writeln!(
+    metric_head(
         out,
-        "# HELP strangler_shadow_total Shadowed requests by route and outcome."
+        "strangler_shadow_total",
+        "counter",
+        "Shadowed requests by route and outcome.",
     );
-    let _ = writeln!(out, "# TYPE strangler_shadow_total counter");
     for (route, c) in counts {
         for o in Outcome::ALL {
             let _ = writeln!(
@@ -1291,13 +1307,11 @@ fn shadow_metrics(
             );
         }
     }
-    let _ = writeln!(
+    metric_head(
         out,
-        "# HELP strangler_shadow_latency_delta_seconds Shadow latency minus primary latency, to response headers."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE strangler_shadow_latency_delta_seconds histogram"
+        "strangler_shadow_latency_delta_seconds",
+        "histogram",
+        "Shadow latency minus primary latency, to response headers.",
     );
     for (route, c) in counts {
         let count: u64 = c.delta.iter().sum();
