@@ -112,12 +112,19 @@ impl Ticket {
 
     /// Whether shutdown has begun; registers the task to be woken when it
     /// does (once per task, not once per poll).
-    fn shutting_down(&mut self, cx: &Context<'_>) -> bool {
+    pub fn poll_shutting_down(&mut self, cx: &Context<'_>) -> bool {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             let w = cx.waker().clone();
             self.inner.conns().wakers.insert(self.id, w.clone());
             self.waker = Some(w);
         }
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+impl Ticket {
+    /// Whether shutdown has begun (registers nothing).
+    pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }
 }
@@ -149,7 +156,7 @@ impl<C: GracefulConnection> Future for Watched<C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let mut this = self.project();
-        if !*this.shutdown_sent && this.ticket.shutting_down(cx) {
+        if !*this.shutdown_sent && this.ticket.poll_shutting_down(cx) {
             *this.shutdown_sent = true;
             this.conn.as_mut().graceful_shutdown();
         }

@@ -29,6 +29,10 @@ pub enum ProxyError {
     RateLimited(std::time::Duration),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("request head too large: over max_header_bytes or max_headers")]
+    HeadTooLarge,
+    #[error("request target too long")]
+    UriTooLong,
 }
 
 impl ProxyError {
@@ -43,6 +47,8 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
         }
     }
 

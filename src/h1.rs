@@ -364,7 +364,7 @@ fn parse_head(buf: &[u8], indices: &mut Vec<HeaderAt>) -> Result<Option<ParsedHe
 }
 
 /// A Content-Length value: decimal digits only.
-fn parse_length(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {
         return None;
     }

@@ -19,6 +19,7 @@ pub mod drain;
 pub mod error;
 pub mod explain_cmd;
 pub mod h1;
+pub mod h1_server;
 pub mod headers;
 pub mod notify;
 pub mod per_route;

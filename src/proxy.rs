@@ -11,7 +11,6 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use strangler_rules::Target;
 use strangler_rules::split::{BUCKETS, bucket};
 use strangler_shadow::Outcome;
@@ -30,7 +29,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     peer_ip: HeaderValue,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let live = shared.live.load_full();
@@ -275,11 +274,7 @@ pub async fn handle(
     let mut retries_left = route.map_or(0, |r| r.retries);
     let mut connect_retry_used = false;
     let mut tried = Tried::default();
-    let mut request_body = if body_empty {
-        ProxyBody::Empty
-    } else {
-        ProxyBody::Incoming(body)
-    };
+    let mut request_body = if body_empty { ProxyBody::Empty } else { body };
 
     // What the shadow side decided (below); every answer from here on is
     // logged with it and carries the rate-limit headers.

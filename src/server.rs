@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -50,6 +49,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> bool {
     let builder = Arc::new(builder(&shared));
+    let lean = {
+        let live = shared.live.load();
+        let listen = &live.config().listen;
+        Arc::new(crate::h1_server::Server {
+            shared: shared.clone(),
+            hyper: builder.clone(),
+            limits: crate::h1_server::Limits {
+                header_read_timeout: listen.header_read_timeout,
+                max_header_bytes: listen.max_header_bytes.max(8192),
+                max_headers: listen.max_headers,
+            },
+        })
+    };
     let graceful = Drain::new();
     tokio::pin!(shutdown);
     loop {
@@ -65,7 +77,7 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                serve_connection(stream, peer, &shared, &builder, tls.as_ref(), &graceful);
+                serve_connection(stream, peer, &lean, tls.as_ref(), &graceful);
             }
             () = &mut shutdown => break,
         }
@@ -90,37 +102,34 @@ pub async fn run(
     }
 }
 
+/// Serves one accepted connection on a task of its own: plain TCP on the
+/// lean HTTP/1.1 path (which hands HTTP/2 and requests with bodies to
+/// hyper), TLS with hyper after the handshake.
 fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    shared: &Arc<Shared>,
-    builder: &Arc<auto::Builder<TokioExecutor>>,
+    lean: &Arc<crate::h1_server::Server>,
     tls: Option<&TlsAcceptor>,
     graceful: &Drain,
 ) {
-    let shared2 = shared.clone();
     // The peer's address as a header value, made once per connection.
     let peer_ip = http::HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
-    let service =
-        service_fn(move |req| crate::proxy::handle(shared2.clone(), peer, peer_ip.clone(), req));
+    let ticket = graceful.ticket();
     match tls {
         None => {
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let fut = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = fut.await {
-                    tracing::debug!(%peer, "connection ended with error: {e}");
-                }
-            });
+            tokio::spawn(crate::h1_server::serve(
+                stream,
+                peer,
+                peer_ip,
+                lean.clone(),
+                ticket,
+            ));
         }
         Some(acceptor) => {
             let acceptor = acceptor.clone();
-            let builder = builder.clone();
-            let ticket = graceful.ticket();
-            let handshake_timeout = shared.live.load().config().listen.header_read_timeout;
+            let lean = lean.clone();
+            let handshake_timeout = lean.limits.header_read_timeout;
             tokio::spawn(async move {
                 let tls_stream =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -134,7 +143,9 @@ fn serve_connection(
                             return;
                         }
                     };
-                let conn = builder
+                let service = crate::h1_server::hyper_service(lean.shared.clone(), peer, peer_ip);
+                let conn = lean
+                    .hyper
                     .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
                     .into_owned();
                 if let Err(e) = ticket.watch(conn).await {

@@ -130,7 +130,8 @@ impl Drop for PooledSleep {
 }
 
 impl PooledSleep {
-    fn reset(&mut self, deadline: Instant) {
+    /// Moves the deadline (cheap when later: see the module docs).
+    pub fn reset(&mut self, deadline: Instant) {
         if let Some(s) = self.sleep.as_mut() {
             s.as_mut().reset(deadline);
         }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Backend, Proxy, client, get, raw, send};
+use support::{Backend, Proxy, WireClient, client, get, raw, send};
 
 fn upstreams(list: &[(&str, &Backend)]) -> String {
     list.iter()
@@ -310,6 +310,10 @@ async fn bad_requests_get_400_and_431() {
     )
     .await;
     assert!(too_many.starts_with("HTTP/1.1 431"), "{too_many}");
+    assert!(too_many.contains("\"error\":"), "{too_many}");
+    let malformed = raw(proxy.addr, b"GET / HTTP/1.1\r\nHost a\r\n\r\n").await;
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+    assert!(malformed.contains("malformed request head"), "{malformed}");
     assert_eq!(mono.requests(), 0, "nothing reached the upstream");
 }
 
@@ -1197,4 +1201,158 @@ async fn a_request_the_upstream_drops_unanswered_is_sent_again_at_most_once() {
         .filter(|l| l.contains("/dies"))
         .count();
     assert_eq!(sent, 2, "sent once, and again once on a new connection");
+}
+
+/// Everything a client connection carries, in order: pipelined requests,
+/// requests with bodies (which hyper serves) between body-less ones (which
+/// the lean path serves), HEAD, and Connection: close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_connection_serves_pipelined_requests_with_and_without_bodies_in_order() {
+    let a = Backend::start("a").await;
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let proxy = Proxy::start(&cfg);
+    let mut c = WireClient::connect(proxy.addr).await;
+    let json = |r: &support::WireResponse| -> serde_json::Value {
+        serde_json::from_slice(&r.body).expect("json body")
+    };
+    // Two requests in one write: answered in order.
+    c.send(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    for path in ["/one", "/two"] {
+        let r = c.response(false).await;
+        assert!(r.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", r.head);
+        assert_eq!(json(&r)["path"], path);
+        assert!(r.header("date").is_some(), "{}", r.head);
+    }
+    // A request with a body, and one without right behind it.
+    c.send(b"POST /three HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /four HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    let r = c.response(false).await;
+    assert_eq!(
+        (
+            json(&r)["method"].clone(),
+            json(&r)["path"].clone(),
+            json(&r)["body_len"].clone()
+        ),
+        ("POST".into(), "/three".into(), 5.into())
+    );
+    let r = c.response(false).await;
+    assert_eq!(json(&r)["path"], "/four");
+    // HEAD: the length of the GET, no body.
+    c.send(b"HEAD /five HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let r = c.response(true).await;
+    assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+    assert!(
+        r.header("content-length").is_some_and(|l| l != "0"),
+        "{}",
+        r.head
+    );
+    // The client's Connection: close is answered, then the connection closes.
+    c.send(b"GET /six HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    let r = c.response(false).await;
+    assert_eq!(json(&r)["path"], "/six");
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert!(
+        c.closed().await,
+        "connection left open after Connection: close"
+    );
+    assert_eq!(a.requests(), 6);
+}
+
+/// HTTP/1.0 clients get HTTP/1.0 answers: closed after each unless they ask
+/// for keep-alive, and a body of unknown length is delimited by the close
+/// (HTTP/1.1 clients get it chunked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_clients_get_http10_answers_and_unknown_lengths_are_framed_per_version() {
+    use support::RawReply;
+    let backend = support::RawBackend::start_with(|head| {
+        if head.starts_with("GET /stream ") {
+            RawReply::close(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nstreamed body")
+        } else {
+            RawReply::keep(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+
+    let mut c = WireClient::connect(proxy.addr).await;
+    c.send(b"GET /a HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    let r = c.response(false).await;
+    assert!(r.head.starts_with("HTTP/1.0 200 OK\r\n"), "{}", r.head);
+    assert_eq!(r.body, b"ok");
+    assert!(c.closed().await, "HTTP/1.0 without keep-alive left open");
+
+    let mut c = WireClient::connect(proxy.addr).await;
+    for path in ["/b", "/c"] {
+        c.send(
+            format!("GET {path} HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let r = c.response(false).await;
+        assert!(r.head.starts_with("HTTP/1.0 200 OK\r\n"), "{}", r.head);
+        assert_eq!(r.header("connection").as_deref(), Some("keep-alive"));
+    }
+
+    let mut c = WireClient::connect(proxy.addr).await;
+    c.send(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let r = c.response(false).await;
+    assert_eq!(
+        r.header("transfer-encoding").as_deref(),
+        Some("chunked"),
+        "{}",
+        r.head
+    );
+    assert_eq!(r.body, b"streamed body");
+    c.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(
+        c.response(false).await.body,
+        b"ok",
+        "kept alive after a chunked answer"
+    );
+
+    let mut c = WireClient::connect(proxy.addr).await;
+    c.send(b"GET /stream HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let r = c.response(false).await;
+    assert!(r.head.starts_with("HTTP/1.0 200 OK\r\n"), "{}", r.head);
+    assert!(r.header("transfer-encoding").is_none() && r.header("content-length").is_none());
+    // The body ran to the close, so the close came.
+    assert_eq!(r.body, b"streamed body");
+}
+
+/// On SIGTERM an idle keep-alive connection is closed at once, while a
+/// request in flight finishes, told that the connection closes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_closes_idle_connections_and_finishes_busy_ones_with_connection_close() {
+    let a = Backend::start("a").await;
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let mut proxy = Proxy::start(&cfg);
+    let mut idle = WireClient::connect(proxy.addr).await;
+    idle.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(idle.response(false).await.head.starts_with("HTTP/1.1 200"));
+
+    let mut arrived = a.watch_gate();
+    let mut busy = WireClient::connect(proxy.addr).await;
+    busy.send(b"GET /gate HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    arrived.recv().await.expect("gated request arrived");
+
+    proxy.signal("TERM");
+    proxy.wait_for_log("draining in-flight requests");
+    // The gate is still shut, so the proxy is still draining here.
+    assert!(
+        idle.closed().await,
+        "idle connection kept open while draining"
+    );
+    a.open_gate();
+    let r = busy.response(false).await;
+    assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert!(busy.closed().await);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || proxy.wait_exit())
+            .await
+            .expect("join"),
+        Some(0)
+    );
 }

@@ -933,3 +933,122 @@ impl RawBackend {
             .collect()
     }
 }
+
+/// One response as a raw client reads it off the wire.
+#[derive(Debug)]
+pub struct WireResponse {
+    /// The status line and headers, as sent (lines joined by `\r\n`).
+    pub head: String,
+    /// The body after removing its framing.
+    pub body: Vec<u8>,
+}
+
+impl WireResponse {
+    /// A header's value (the first with that name, any case).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// A client connection that writes raw bytes and reads responses one at a
+/// time, decoding content-length, chunked and close-delimited bodies.
+pub struct WireClient {
+    pub stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl WireClient {
+    pub async fn connect(addr: SocketAddr) -> WireClient {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        WireClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads more bytes; false at the end of the stream.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+            .await
+            .expect("a response within 10 s")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// Whether the server closed the connection (after what was read).
+    pub async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill().await && self.buf.is_empty()
+    }
+
+    /// Reads the next response; `head_only` for a HEAD request's.
+    pub async fn response(&mut self, head_only: bool) -> WireResponse {
+        let end = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            assert!(self.fill().await, "closed before a response head");
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 4);
+        let mut r = WireResponse {
+            head,
+            body: Vec::new(),
+        };
+        let status: u16 = r
+            .head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if head_only || status == 204 || status == 304 {
+            return r;
+        }
+        if r.header("transfer-encoding").as_deref() == Some("chunked") {
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    assert!(self.fill().await, "closed inside a chunked body");
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size = usize::from_str_radix(size_text.trim(), 16).expect("chunk size");
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    assert!(self.fill().await, "closed inside a chunk");
+                }
+                r.body
+                    .extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+                assert_eq!(&self.buf[line_end + 2 + size..line_end + 4 + size], b"\r\n");
+                self.buf.drain(..line_end + 4 + size);
+                if size == 0 {
+                    return r;
+                }
+            }
+        }
+        match r.header("content-length") {
+            Some(len) => {
+                let len: usize = len.parse().expect("content-length");
+                while self.buf.len() < len {
+                    assert!(self.fill().await, "closed inside a body");
+                }
+                r.body = self.buf.drain(..len).collect();
+            }
+            None => {
+                while self.fill().await {}
+                r.body = std::mem::take(&mut self.buf);
+            }
+        }
+        r
+    }
+}

@@ -1,0 +1,975 @@
+//! The lean HTTP/1.1 server path for plain-TCP client connections.
+//!
+//! hyper's server connection is general: a dispatcher state machine, a
+//! read buffer strategy, a message-head type and an encoder between the
+//! socket and the service, about a third of strangler's work per proxied
+//! request. This module serves the common case itself, in the task that
+//! owns the connection: it reads a request head and parses it with
+//! httparse, hands the request to the proxy, and writes the response head
+//! and body, with keep-alive, pipelining, the header read timeout (which is
+//! also the idle timeout), the header size and count limits, and graceful
+//! shutdown, as hyper does them.
+//!
+//! It takes only requests without a body, upgrade or `Expect`. The first
+//! request it does not take (or an HTTP/2 preface) hands the connection,
+//! with every byte read so far, to hyper for the rest of its life. TLS
+//! connections are hyper's from the start (ALPN may choose HTTP/2).
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::body::ProxyBody;
+use crate::drain::Ticket;
+use crate::error::ProxyError;
+use crate::state::Shared;
+use crate::timer::PooledSleep;
+
+/// The limits of `[listen]` that apply to request heads.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request head must arrive within this time of the connection
+    /// becoming ready for it; also the idle keep-alive timeout.
+    pub header_read_timeout: Duration,
+    /// Largest request head; beyond it: 431.
+    pub max_header_bytes: usize,
+    /// Most request headers; beyond them: 431.
+    pub max_headers: usize,
+}
+
+/// What every connection shares: the proxy's state, hyper's builder for
+/// the connections handed over, and the limits.
+pub struct Server {
+    pub shared: Arc<Shared>,
+    pub hyper: Arc<auto::Builder<TokioExecutor>>,
+    pub limits: Limits,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Space offered to each read of request bytes (hyper's first read size).
+const READ_SIZE: usize = 8 * 1024;
+/// A body chunk smaller than this is copied next to the head or the chunk
+/// framing, and the lot written at once; a larger one is written from its
+/// own buffer beside them (one vectored write).
+const COPY_MAX: usize = 8 * 1024;
+/// Copied bytes gathered at most before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Header slots on the stack; a larger `max_headers` takes the heap.
+const STACK_HEADERS: usize = 128;
+/// Longest request target accepted (hyper's limit); beyond it: 414.
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+
+/// (name start, name end, value start, value end) of a header in its head.
+type HeaderAt = (usize, usize, usize, usize);
+
+/// What a request asks of its response.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    head_only: bool,
+    http10: bool,
+    keep_alive: bool,
+}
+
+/// What reading the next request came to. (Mostly a request: boxing it
+/// would cost an allocation per request to save a move.)
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Request(Request<ProxyBody>, Asked),
+    /// A request (or protocol) this module does not take: hyper takes the
+    /// connection.
+    HandOff,
+    /// A head that cannot be served: answered with this error, then closed.
+    Refuse(ProxyError),
+    /// The client closed, went quiet past the timeout, or shutdown began.
+    Close,
+}
+
+/// What waiting for request bytes came to.
+enum Wait {
+    Read(usize),
+    Failed,
+    TimedOut,
+    ShuttingDown,
+}
+
+/// One client connection on the lean path.
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    rbuf: BytesMut,
+    /// The response head and small body chunks, before they are written.
+    wbuf: Vec<u8>,
+    /// Where each header of the head being parsed lies.
+    indices: Vec<HeaderAt>,
+    /// The last response's emptied header map, reused for the next request
+    /// (saves its allocations, as hyper does).
+    spare_headers: Option<HeaderMap>,
+    /// The header read timer, reset for each request head.
+    timer: Option<PooledSleep>,
+}
+
+/// Serves one plain-TCP connection until it closes or is handed to hyper.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    peer_ip: HeaderValue,
+    server: Arc<Server>,
+    mut ticket: Ticket,
+) {
+    let mut conn = Conn {
+        stream,
+        rbuf: BytesMut::new(),
+        wbuf: Vec::new(),
+        indices: Vec::new(),
+        spare_headers: None,
+        timer: None,
+    };
+    let mut first = true;
+    loop {
+        let (req, asked) = match conn.read_request(&server, &mut ticket, first).await {
+            Next::Request(req, asked) => (req, asked),
+            Next::HandOff => return hand_off(conn, peer, peer_ip, &server, ticket).await,
+            Next::Refuse(err) => {
+                let asked = Asked {
+                    head_only: false,
+                    http10: false,
+                    keep_alive: false,
+                };
+                conn.write_response(err.response(None, None), asked, true)
+                    .await;
+                return conn.close().await;
+            }
+            Next::Close => return,
+        };
+        first = false;
+        // Pinned where it is made: the future (several KiB) is not moved.
+        let handled = std::pin::pin!(crate::proxy::handle(
+            server.shared.clone(),
+            peer,
+            peer_ip.clone(),
+            req
+        ));
+        let Some(resp) = conn.unless_client_leaves(handled).await else {
+            // The client hung up: the request is dropped, as hyper does.
+            return;
+        };
+        let Ok(resp) = resp;
+        let shutting_down = ticket.is_shutting_down();
+        if !conn.write_response(resp, asked, shutting_down).await {
+            return conn.close().await;
+        }
+    }
+}
+
+/// The service hyper runs for a connection it serves: the proxy.
+pub fn hyper_service(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    peer_ip: HeaderValue,
+) -> impl hyper::service::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response<ProxyBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>
+             + Send
+             + 'static,
+> + Clone
++ Send
++ 'static {
+    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        crate::proxy::handle(
+            shared.clone(),
+            peer,
+            peer_ip.clone(),
+            req.map(ProxyBody::Incoming),
+        )
+    })
+}
+
+/// hyper serves the rest of the connection, starting with the bytes read
+/// and not yet consumed.
+async fn hand_off(
+    conn: Conn,
+    peer: SocketAddr,
+    peer_ip: HeaderValue,
+    server: &Server,
+    ticket: Ticket,
+) {
+    let io = TokioIo::new(Prefixed {
+        prefix: conn.rbuf,
+        io: conn.stream,
+    });
+    let service = hyper_service(server.shared.clone(), peer, peer_ip);
+    let served = server
+        .hyper
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    if let Err(e) = ticket.watch(served).await {
+        tracing::debug!(%peer, "connection ended with error: {e}");
+    }
+}
+
+impl Conn {
+    /// Reads and parses the next request head.
+    async fn read_request(&mut self, server: &Server, ticket: &mut Ticket, first: bool) -> Next {
+        let limits = &server.limits;
+        let mut armed = false;
+        loop {
+            if !self.rbuf.is_empty() {
+                // HTTP/2 with prior knowledge starts with its preface.
+                let n = self.rbuf.len().min(H2_PREFACE.len());
+                let preface = first && self.rbuf[..n] == H2_PREFACE[..n];
+                if preface && n == H2_PREFACE.len() {
+                    return Next::HandOff;
+                }
+                if !preface {
+                    match self.parse(limits) {
+                        Ok(Some(next)) => return next,
+                        Ok(None) if self.rbuf.len() >= limits.max_header_bytes => {
+                            return Next::Refuse(ProxyError::HeadTooLarge);
+                        }
+                        Ok(None) => {}
+                        Err(e) => return Next::Refuse(e),
+                    }
+                }
+            }
+            let waited = std::future::poll_fn(|cx| {
+                if ticket.poll_shutting_down(cx) {
+                    return Poll::Ready(Wait::ShuttingDown);
+                }
+                if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                    self.rbuf.reserve(READ_SIZE);
+                }
+                let len = self.rbuf.len();
+                let mut read = ReadBuf::uninit(self.rbuf.spare_capacity_mut());
+                match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) => {
+                        let n = read.filled().len();
+                        // SAFETY: poll_read initialised the first `n` bytes
+                        // of the spare capacity (ReadBuf tracks them).
+                        unsafe { self.rbuf.set_len(len + n) };
+                        return Poll::Ready(Wait::Read(n));
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Wait::Failed),
+                    Poll::Pending => {}
+                }
+                // Armed on the first wait for this head: a pipelined or
+                // already arrived request costs no timer.
+                if !armed {
+                    armed = true;
+                    let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+                    match self.timer.as_mut() {
+                        Some(t) => t.reset(deadline),
+                        None => self.timer = Some(server.shared.sleeps.sleep_until(deadline)),
+                    }
+                }
+                match self.timer.as_mut().map(|t| Pin::new(t).poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Wait::TimedOut),
+                    _ => Poll::Pending,
+                }
+            })
+            .await;
+            match waited {
+                Wait::Read(0) | Wait::Failed | Wait::ShuttingDown => return Next::Close,
+                Wait::Read(_) => {}
+                Wait::TimedOut => {
+                    if !self.rbuf.is_empty() {
+                        tracing::debug!("request head not received within the header read timeout");
+                    }
+                    return Next::Close;
+                }
+            }
+        }
+    }
+
+    /// Parses the head at the start of `rbuf`: `None` while incomplete.
+    fn parse(&mut self, limits: &Limits) -> Result<Option<Next>, ProxyError> {
+        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+        let mut heap;
+        let slots = if limits.max_headers <= STACK_HEADERS {
+            &mut stack[..limits.max_headers]
+        } else {
+            heap = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); limits.max_headers];
+            &mut heap[..]
+        };
+        let mut req = httparse::Request::new(&mut []);
+        let buf = &self.rbuf[..];
+        let len = match httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(&mut req, buf, slots)
+        {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeadTooLarge),
+            Err(e) => {
+                return Err(ProxyError::BadRequest(format!(
+                    "malformed request head ({e})"
+                )));
+            }
+        };
+        if len > limits.max_header_bytes {
+            return Err(ProxyError::HeadTooLarge);
+        }
+        let base = buf.as_ptr() as usize;
+        let offset = |s: &[u8]| s.as_ptr() as usize - base;
+        let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+            return Err(ProxyError::BadRequest("malformed request head".into()));
+        };
+        if path.len() > MAX_URI_LEN {
+            return Err(ProxyError::UriTooLong);
+        }
+        let method = (offset(method.as_bytes()), method.len());
+        let path = (offset(path.as_bytes()), path.len());
+        self.indices.clear();
+        self.indices.extend(req.headers.iter().map(|h| {
+            let ns = offset(h.name.as_bytes());
+            let vs = offset(h.value);
+            (ns, ns + h.name.len(), vs, vs + h.value.len())
+        }));
+
+        let http10 = minor == 0;
+        let mut keep_alive = !http10;
+        let mut close = false;
+        for &(ns, ne, vs, ve) in &self.indices {
+            let (name, value) = (&buf[ns..ne], &buf[vs..ve]);
+            let is = |n: &str| name.len() == n.len() && name.eq_ignore_ascii_case(n.as_bytes());
+            // A body, an upgrade or an expectation: hyper's to serve.
+            if is("transfer-encoding")
+                || is("upgrade")
+                || is("expect")
+                || (is("content-length") && value.trim_ascii() != b"0")
+            {
+                return Ok(Some(Next::HandOff));
+            }
+            if is("connection") {
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive = true;
+                    }
+                }
+            }
+        }
+        let method_bytes = &buf[method.0..method.0 + method.1];
+        if method_bytes == b"CONNECT" {
+            return Ok(Some(Next::HandOff));
+        }
+        let method = Method::from_bytes(method_bytes)
+            .map_err(|_| ProxyError::BadRequest("invalid method".into()))?;
+
+        let head = self.rbuf.split_to(len).freeze();
+        let uri = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1))
+            .map_err(|_| ProxyError::BadRequest("invalid request target".into()))?;
+        let mut headers = self.spare_headers.take().unwrap_or_default();
+        headers.reserve(self.indices.len());
+        for &(ns, ne, vs, ve) in &self.indices {
+            let name = HeaderName::from_bytes(&head[ns..ne])
+                .map_err(|_| ProxyError::BadRequest("invalid header name".into()))?;
+            // SAFETY: httparse accepts in a header value only HTAB, visible
+            // ASCII, SP and obs-text (0x80-0xFF): exactly the bytes a
+            // HeaderValue may hold (hyper's server relies on the same).
+            let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(vs..ve)) };
+            headers.append(name, value);
+        }
+        let asked = Asked {
+            head_only: method == Method::HEAD,
+            http10,
+            keep_alive: keep_alive && !close,
+        };
+        let mut request = Request::new(ProxyBody::Empty);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = if http10 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        *request.headers_mut() = headers;
+        Ok(Some(Next::Request(request, asked)))
+    }
+
+    /// Runs `fut` unless the client closes the connection first (`None`).
+    async fn unless_client_leaves<F: Future>(&mut self, mut fut: Pin<&mut F>) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if client_left(&self.stream, &mut self.rbuf, cx) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Writes a response; true when the connection stays open for the
+    /// next request.
+    async fn write_response(
+        &mut self,
+        resp: Response<ProxyBody>,
+        asked: Asked,
+        shutting_down: bool,
+    ) -> bool {
+        let (parts, mut body) = resp.into_parts();
+        let mut keep_alive = asked.keep_alive && !shutting_down;
+        let framing = encode_head(&parts, &body, asked, &mut keep_alive, &mut self.wbuf);
+        let mut headers = parts.headers;
+        headers.clear();
+        self.spare_headers = Some(headers);
+
+        let Some(mut framing) = framing else {
+            drop(body);
+            return self.flush().await.is_ok() && keep_alive;
+        };
+        loop {
+            let step = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
+                // Nothing more for now: what is gathered goes out first.
+                Poll::Pending if !self.wbuf.is_empty() => Poll::Ready(Step::Flush),
+                Poll::Pending if client_left(&self.stream, &mut self.rbuf, cx) => {
+                    Poll::Ready(Step::ClientLeft)
+                }
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            let data = match step {
+                Step::Flush => {
+                    if self.flush().await.is_err() {
+                        return false;
+                    }
+                    continue;
+                }
+                Step::ClientLeft => return false,
+                Step::Frame(None) => {
+                    let complete = match framing {
+                        Framing::Chunked => {
+                            self.wbuf.extend_from_slice(b"0\r\n\r\n");
+                            true
+                        }
+                        Framing::Length(left) => left == 0,
+                        Framing::Close => {
+                            keep_alive = false;
+                            true
+                        }
+                    };
+                    // A body shorter than its length: the client can tell
+                    // only by the connection closing.
+                    return self.flush().await.is_ok() && complete && keep_alive;
+                }
+                Step::Frame(Some(Err(e))) => {
+                    // Too late for an error response: the connection is
+                    // closed, so the client sees the answer is incomplete.
+                    tracing::debug!("response body failed: {e}");
+                    let _ = self.flush().await;
+                    return false;
+                }
+                Step::Frame(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    // Trailers are not passed on over HTTP/1.1.
+                    _ => continue,
+                },
+            };
+            let mut data = data;
+            let mut overflow = false;
+            match &mut framing {
+                Framing::Length(left) => {
+                    if data.len() as u64 > *left {
+                        data.truncate(*left as usize);
+                        overflow = true;
+                    }
+                    *left -= data.len() as u64;
+                }
+                Framing::Chunked => {
+                    let mut line = [0u8; 18];
+                    let n = chunk_size_line(data.len(), &mut line);
+                    self.wbuf.extend_from_slice(&line[..n]);
+                }
+                Framing::Close => {}
+            }
+            if data.len() < COPY_MAX {
+                self.wbuf.extend_from_slice(&data);
+            } else if write_both(&mut self.stream, &mut self.wbuf, &data)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            if matches!(framing, Framing::Chunked) {
+                self.wbuf.extend_from_slice(b"\r\n");
+            }
+            if overflow {
+                tracing::debug!("response body longer than its content-length: cut");
+                let _ = self.flush().await;
+                return false;
+            }
+            if self.wbuf.len() >= WRITE_BATCH && self.flush().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let r = self.stream.write_all(&self.wbuf).await;
+        self.wbuf.clear();
+        r
+    }
+
+    /// Closes the connection: the end of what was written is sent before
+    /// the close.
+    async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// A step of writing a response body.
+enum Step {
+    Frame(Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>),
+    Flush,
+    ClientLeft,
+}
+
+/// How a response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes still to write.
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 clients, unknown length).
+    Close,
+}
+
+/// Writes the response head into `dst` and decides the body's framing, as
+/// hyper's server does (RFC 9112 sections 6 and 9): `None` when no body is
+/// written. Clears `keep_alive` when the connection must close after it.
+fn encode_head(
+    parts: &http::response::Parts,
+    body: &ProxyBody,
+    asked: Asked,
+    keep_alive: &mut bool,
+    dst: &mut Vec<u8>,
+) -> Option<Framing> {
+    let status = parts.status;
+    dst.clear();
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    if !asked.http10 && status == StatusCode::OK && reason.is_none() {
+        dst.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        dst.extend_from_slice(if asked.http10 {
+            b"HTTP/1.0 "
+        } else {
+            b"HTTP/1.1 "
+        });
+        dst.extend_from_slice(status.as_str().as_bytes());
+        dst.push(b' ');
+        match reason {
+            Some(r) => dst.extend_from_slice(r.as_bytes()),
+            None => dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+        }
+        dst.extend_from_slice(b"\r\n");
+    }
+    let bodyless_status = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let known = if body.is_end_stream() {
+        Some(0)
+    } else {
+        body.size_hint().exact()
+    };
+    let mut header_length = None;
+    let mut wrote_length = false;
+    let mut wrote_date = false;
+    let mut wrote_close = false;
+    for (name, value) in &parts.headers {
+        if *name == header::CONTENT_LENGTH {
+            // A HEAD answer keeps the length the GET would have; otherwise
+            // the body's own length is written below.
+            if asked.head_only && !bodyless_status {
+                wrote_length = true;
+            } else {
+                if header_length.is_none() {
+                    header_length = crate::h1::parse_length(value.as_bytes().trim_ascii());
+                }
+                continue;
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            // The framing is this connection's to choose.
+            continue;
+        } else if *name == header::CONNECTION {
+            if value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            {
+                *keep_alive = false;
+                wrote_close = true;
+            }
+        } else if *name == header::DATE {
+            wrote_date = true;
+        }
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    let framing = if asked.head_only || bodyless_status {
+        if asked.head_only
+            && !bodyless_status
+            && !wrote_length
+            && let Some(n) = known.filter(|&n| n > 0)
+        {
+            write_length(dst, n);
+        }
+        None
+    } else {
+        match known.or(header_length) {
+            Some(n) => {
+                write_length(dst, n);
+                (n > 0).then_some(Framing::Length(n))
+            }
+            None if asked.http10 => {
+                *keep_alive = false;
+                Some(Framing::Close)
+            }
+            None => {
+                dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Some(Framing::Chunked)
+            }
+        }
+    };
+    if asked.http10 {
+        if *keep_alive {
+            dst.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    } else if !*keep_alive && !wrote_close {
+        dst.extend_from_slice(b"connection: close\r\n");
+    }
+    if !wrote_date {
+        dst.extend_from_slice(b"date: ");
+        http_date(dst);
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+    framing
+}
+
+fn write_length(dst: &mut Vec<u8>, n: u64) {
+    dst.extend_from_slice(b"content-length: ");
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    dst.extend_from_slice(&digits[i..]);
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// `{size:x}\r\n` into `line`; returns its length.
+fn chunk_size_line(size: usize, line: &mut [u8; 18]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut v = size;
+    loop {
+        i -= 1;
+        digits[i] = HEX[v & 0xf];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    let n = digits.len() - i;
+    line[..n].copy_from_slice(&digits[i..]);
+    line[n..n + 2].copy_from_slice(b"\r\n");
+    n + 2
+}
+
+/// The current time as an HTTP date, formatted once a second per thread.
+fn http_date(dst: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                c.1.copy_from_slice(text.as_bytes());
+                c.0 = secs;
+            } else {
+                dst.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
+        dst.extend_from_slice(&c.1);
+    });
+}
+
+/// Whether the client closed its side (or the connection failed) while a
+/// response is being made. Bytes that arrive meanwhile (a pipelined
+/// request) are kept; while some are held nothing more is read, as hyper
+/// does. Costs no system call unless the socket was reported readable.
+fn client_left(stream: &TcpStream, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+    if !rbuf.is_empty() {
+        return false;
+    }
+    loop {
+        match stream.poll_read_ready(cx) {
+            Poll::Pending => return false,
+            Poll::Ready(Err(_)) => return true,
+            Poll::Ready(Ok(())) => {
+                rbuf.reserve(READ_SIZE);
+                match stream.try_read_buf(rbuf) {
+                    Ok(0) => return true,
+                    Ok(_) => return false,
+                    // The readiness was stale; poll again to be woken.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return true,
+                }
+            }
+        }
+    }
+}
+
+/// Writes `head` then `data` in as few system calls as the kernel allows,
+/// and empties `head`.
+async fn write_both(stream: &mut TcpStream, head: &mut Vec<u8>, data: &[u8]) -> io::Result<()> {
+    let (mut a, mut b) = (0, 0);
+    while a < head.len() || b < data.len() {
+        let bufs = [IoSlice::new(&head[a..]), IoSlice::new(&data[b..])];
+        let n = stream.write_vectored(&bufs).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(head.len() - a);
+        a += from_head;
+        b += n - from_head;
+    }
+    head.clear();
+    Ok(())
+}
+
+/// A connection whose first bytes were already read: hyper reads them
+/// again from here.
+struct Prefixed {
+    prefix: BytesMut,
+    io: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: ProxyBody,
+        asked: Asked,
+    ) -> (String, Option<Framing>, bool) {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        for (n, v) in headers {
+            resp.headers_mut().append(
+                HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        let (parts, body) = resp.into_parts();
+        let mut keep = asked.keep_alive;
+        let mut dst = Vec::new();
+        let framing = encode_head(&parts, &body, asked, &mut keep, &mut dst);
+        let text = String::from_utf8(dst).expect("utf-8");
+        // The date changes; the rest is compared.
+        let text = text
+            .lines()
+            .filter(|l| !l.starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (text, framing, keep)
+    }
+
+    const GET11: Asked = Asked {
+        head_only: false,
+        http10: false,
+        keep_alive: true,
+    };
+
+    #[test]
+    fn known_lengths_are_written_from_the_body() {
+        let (text, framing, keep) = head(
+            200,
+            &[("content-type", "text/plain"), ("content-length", "99")],
+            ProxyBody::full("hello"),
+            GET11,
+        );
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\ncontent-type: text/plain\ncontent-length: 5\n"
+        );
+        assert_eq!(framing, Some(Framing::Length(5)));
+        assert!(keep);
+        let (text, framing, _) = head(404, &[], ProxyBody::Empty, GET11);
+        assert_eq!(text, "HTTP/1.1 404 Not Found\ncontent-length: 0\n");
+        assert_eq!(framing, None);
+    }
+
+    #[test]
+    fn head_answers_keep_their_length_and_bodyless_statuses_get_none() {
+        let asked = Asked {
+            head_only: true,
+            ..GET11
+        };
+        let (text, framing, _) = head(200, &[("content-length", "1234")], ProxyBody::Empty, asked);
+        assert_eq!(text, "HTTP/1.1 200 OK\ncontent-length: 1234\n");
+        assert_eq!(framing, None);
+        let (text, framing, _) = head(
+            304,
+            &[("content-length", "10"), ("etag", "\"x\"")],
+            ProxyBody::Empty,
+            GET11,
+        );
+        assert_eq!(text, "HTTP/1.1 304 Not Modified\netag: \"x\"\n");
+        assert_eq!(framing, None);
+    }
+
+    #[test]
+    fn connection_headers_follow_the_client_version_and_keep_alive() {
+        let close = Asked {
+            keep_alive: false,
+            ..GET11
+        };
+        let (text, _, keep) = head(200, &[], ProxyBody::Empty, close);
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\ncontent-length: 0\nconnection: close\n"
+        );
+        assert!(!keep);
+        let old_keep = Asked {
+            http10: true,
+            ..GET11
+        };
+        let (text, _, keep) = head(200, &[], ProxyBody::Empty, old_keep);
+        assert_eq!(
+            text,
+            "HTTP/1.0 200 OK\ncontent-length: 0\nconnection: keep-alive\n"
+        );
+        assert!(keep);
+        let old = Asked {
+            http10: true,
+            keep_alive: false,
+            ..GET11
+        };
+        let (text, _, _) = head(200, &[], ProxyBody::Empty, old);
+        assert_eq!(text, "HTTP/1.0 200 OK\ncontent-length: 0\n");
+    }
+
+    #[test]
+    fn date_is_added_once() {
+        let mut resp = Response::new(ProxyBody::Empty);
+        resp.headers_mut().insert(
+            header::DATE,
+            HeaderValue::from_static("Thu, 01 Jan 2026 00:00:00 GMT"),
+        );
+        let (parts, body) = resp.into_parts();
+        let mut keep = true;
+        let mut dst = Vec::new();
+        encode_head(&parts, &body, GET11, &mut keep, &mut dst);
+        let text = String::from_utf8(dst).expect("utf-8");
+        assert_eq!(text.matches("date: ").count(), 1, "{text}");
+        assert!(
+            text.contains("date: Thu, 01 Jan 2026 00:00:00 GMT\r\n"),
+            "{text}"
+        );
+        let mut dst = Vec::new();
+        let (parts, body) = Response::new(ProxyBody::Empty).into_parts();
+        encode_head(&parts, &body, GET11, &mut keep, &mut dst);
+        let text = String::from_utf8(dst).expect("utf-8");
+        assert!(
+            text.contains("\r\ndate: ") && text.ends_with(" GMT\r\n\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn chunk_size_lines_are_lower_hex() {
+        let mut line = [0u8; 18];
+        for (size, want) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (4096, "1000\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let n = chunk_size_line(size, &mut line);
+            assert_eq!(&line[..n], want.as_bytes());
+        }
+    }
+}
