@@ -69,6 +69,10 @@ const COPY_MAX: usize = 8 * 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 /// Header slots on the stack; a larger `max_headers` takes the heap.
 const STACK_HEADERS: usize = 128;
+/// How long, and for how many bytes, a closing connection keeps reading
+/// what the client still sends.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
 /// Longest request target accepted (hyper's limit); beyond it: 414.
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
@@ -423,8 +427,11 @@ impl Conn {
         asked: Asked,
         shutting_down: bool,
     ) -> bool {
-        let (parts, mut body) = resp.into_parts();
+        let (mut parts, mut body) = resp.into_parts();
         let mut keep_alive = asked.keep_alive && !shutting_down;
+        if refuse_interim(&mut parts, &mut body) {
+            keep_alive = false;
+        }
         let framing = encode_head(&parts, &body, asked, &mut keep_alive, &mut self.wbuf);
         let mut headers = parts.headers;
         headers.clear();
@@ -515,6 +522,12 @@ impl Conn {
                 let _ = self.flush().await;
                 return false;
             }
+            if framing == Framing::Length(0) {
+                // All of it: done, without waiting to hear the body end
+                // (as hyper does).
+                drop(body);
+                return self.flush().await.is_ok() && keep_alive;
+            }
             if self.wbuf.len() >= WRITE_BATCH && self.flush().await.is_err() {
                 return false;
             }
@@ -527,10 +540,26 @@ impl Conn {
         r
     }
 
-    /// Closes the connection: the end of what was written is sent before
-    /// the close.
+    /// Closes the connection: what was written goes out, then what the
+    /// client still sends is read and dropped for a moment (RFC 9112
+    /// section 9.6), so that the kernel does not answer it with a reset
+    /// that could destroy the response before the client reads it.
     async fn close(mut self) {
-        let _ = self.stream.shutdown().await;
+        use tokio::io::AsyncReadExt;
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let linger = async {
+            let mut sink = [0u8; 4096];
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, linger).await;
     }
 }
 
@@ -539,6 +568,21 @@ enum Step {
     Frame(Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>),
     Flush,
     ClientLeft,
+}
+
+/// Replaces a 1xx given as the final answer with a 502: only an upgrade
+/// may end with one (and those are hyper's), and a client sent a 1xx would
+/// wait for the real answer. True when it did.
+fn refuse_interim(parts: &mut http::response::Parts, body: &mut ProxyBody) -> bool {
+    if !parts.status.is_informational() {
+        return false;
+    }
+    let err = ProxyError::UpstreamBroken(format!(
+        "upstream answered {} as its final response",
+        parts.status
+    ));
+    (*parts, *body) = err.response(None, None).into_parts();
+    true
 }
 
 /// How a response body is delimited on the wire.
@@ -957,6 +1001,17 @@ mod tests {
             text.contains("\r\ndate: ") && text.ends_with(" GMT\r\n\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_interim_status_as_final_answer_becomes_a_502() {
+        let (mut parts, mut body) = Response::new(ProxyBody::Empty).into_parts();
+        assert!(!refuse_interim(&mut parts, &mut body));
+        assert_eq!(parts.status, StatusCode::OK);
+        parts.status = StatusCode::SWITCHING_PROTOCOLS;
+        assert!(refuse_interim(&mut parts, &mut body));
+        assert_eq!(parts.status, StatusCode::BAD_GATEWAY);
+        assert!(body.size_hint().exact().is_some_and(|n| n > 0));
     }
 
     #[test]
