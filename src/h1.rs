@@ -26,6 +26,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use strangler_shadow::capture::RawHeaders;
+
 use crate::upstream::IdleStack;
 
 /// Response headers accepted at most (hyper's client default).
@@ -147,12 +149,15 @@ impl H1Conn {
 
     /// Sends a request head (written by [`encode_head`]) and reads the
     /// response head. `head_only` is true for HEAD requests, whose responses
-    /// have no body whatever their headers say.
+    /// have no body whatever their headers say. `keep` says whether the
+    /// response headers go in its header map, come raw with its body
+    /// (hop-by-hop ones left out: [`H1Body::take_raw_headers`]), or both.
     pub async fn exchange(
         mut self,
         head: &[u8],
         head_only: bool,
         home: Arc<IdleStack<H1Conn>>,
+        keep: KeepHeaders,
     ) -> Result<Response<H1Body>, H1Error> {
         self.io.write_all(head).await?;
         // Whether any byte of an answer arrived: then a failure is no
@@ -190,28 +195,46 @@ impl H1Conn {
                 }
                 continue;
             }
-            return self.into_response(parsed, head_bytes, head_only, home);
+            return self.into_response(parsed, head_bytes, head_only, home, keep);
         }
     }
 
     fn into_response(
-        self,
+        mut self,
         parsed: ParsedHead,
         head: Bytes,
         head_only: bool,
         home: Arc<IdleStack<H1Conn>>,
+        keep: KeepHeaders,
     ) -> Result<Response<H1Body>, H1Error> {
-        let mut headers = HeaderMap::with_capacity(self.indices.len());
+        let want_map = keep != KeepHeaders::Raw;
+        let want_raw = keep != KeepHeaders::Map;
+        let mut headers = if want_map {
+            HeaderMap::with_capacity(self.indices.len())
+        } else {
+            HeaderMap::new()
+        };
         let mut keep_alive = parsed.minor == 1;
         let mut close = false;
         let mut content_length: Option<u64> = None;
         let mut transfer_encoding = false;
         let mut chunked = false;
-        for &(ns, ne, vs, ve) in &self.indices {
-            let name = HeaderName::from_bytes(&head[ns..ne])
-                .map_err(|_| H1Error::Invalid("bad header name"))?;
+        // The raw headers stay where they are in `head`: their places move
+        // to the front of `indices`, `kept` of them.
+        let mut kept = 0;
+        for i in 0..self.indices.len() {
+            let (ns, ne, vs, ve) = self.indices[i];
             let raw = &head[vs..ve];
-            if name == CONTENT_LENGTH {
+            // The header name made for the map says what it is (cheaper
+            // than a second look at the bytes); without a map, the bytes.
+            let (kind, name) = if want_map {
+                let n = HeaderName::from_bytes(&head[ns..ne])
+                    .map_err(|_| H1Error::Invalid("bad header name"))?;
+                (NameKind::of(&n), Some(n))
+            } else {
+                (NameKind::of_raw(&head[ns..ne]), None)
+            };
+            if kind == NameKind::ContentLength {
                 for part in raw.split(|&b| b == b',') {
                     let n = parse_length(part.trim_ascii())
                         .ok_or(H1Error::Invalid("bad content-length"))?;
@@ -220,9 +243,11 @@ impl H1Conn {
                     }
                     content_length = Some(n);
                 }
-            } else if name == CONNECTION {
-                // Kept only when it names other headers, for the proxy's
-                // hop-by-hop removal to find them.
+            } else if kind == NameKind::Connection {
+                // Kept in the map only when it names other headers, for the
+                // proxy's hop-by-hop removal to find them. Never kept raw
+                // (raw headers are captured for comparison, and the headers
+                // it names stay in those).
                 let mut names_others = false;
                 for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     if token.eq_ignore_ascii_case(b"close") {
@@ -236,10 +261,10 @@ impl H1Conn {
                 if !names_others {
                     continue;
                 }
-            } else if crate::headers::is_hop_by_hop(&name) {
+            } else if kind != NameKind::Other {
                 // Never passed on (RFC 9110 section 7.6.1); the framing is
                 // ours to decode.
-                if name == TRANSFER_ENCODING {
+                if kind == NameKind::TransferEncoding {
                     transfer_encoding = true;
                     chunked = raw
                         .rsplit(|&b| b == b',')
@@ -248,11 +273,18 @@ impl H1Conn {
                 }
                 continue;
             }
-            // SAFETY: httparse accepts in a header value only HTAB, visible
-            // ASCII, SP and obs-text (0x80-0xFF): exactly the bytes a
-            // HeaderValue may hold (hyper's client relies on the same).
-            let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(vs..ve)) };
-            headers.append(name, value);
+            if want_raw && kind != NameKind::Connection {
+                self.indices[kept] = (ns, ne, vs, ve);
+                kept += 1;
+            }
+            if let Some(name) = name {
+                // SAFETY: httparse accepts in a header value only HTAB,
+                // visible ASCII, SP and obs-text (0x80-0xFF): exactly the
+                // bytes a HeaderValue may hold (hyper's client relies on
+                // the same).
+                let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(vs..ve)) };
+                headers.append(name, value);
+            }
         }
         // `close` wins whatever else Connection says; an HTTP/1.0 answer with
         // Transfer-Encoding has faulty framing (RFC 9112 section 6.1): its
@@ -274,6 +306,18 @@ impl H1Conn {
             // a response.
             if content_length.is_some() {
                 headers.remove(CONTENT_LENGTH);
+                if want_raw {
+                    let indices = &mut self.indices[..kept];
+                    let mut w = 0;
+                    for r in 0..indices.len() {
+                        let (ns, ne, _, _) = indices[r];
+                        if !head[ns..ne].eq_ignore_ascii_case(b"content-length") {
+                            indices[w] = indices[r];
+                            w += 1;
+                        }
+                    }
+                    kept = w;
+                }
                 keep_alive = false;
             }
             if chunked {
@@ -288,11 +332,19 @@ impl H1Conn {
             keep_alive = false;
             Framing::Close
         };
+        let raw = want_raw.then(|| {
+            let mut raw = Box::new(RawHeaders::new(head.clone()));
+            for &(ns, ne, vs, ve) in &self.indices[..kept] {
+                raw.push(ns..ne, vs..ve);
+            }
+            raw
+        });
         let mut response = Response::new(H1Body {
             conn: Some(self),
             framing,
             keep_alive,
             home: Some(home),
+            raw,
         });
         *response.status_mut() = status;
         *response.version_mut() = if parsed.minor == 1 {
@@ -312,6 +364,61 @@ impl H1Conn {
         }
         response.body_mut().finish_if_empty();
         Ok(response)
+    }
+}
+
+/// Where an exchange puts the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepHeaders {
+    /// In the response's header map (for the client).
+    Map,
+    /// Raw, with the body (a shadow's answer, captured for comparison).
+    Raw,
+    /// Both (a primary answer that is also compared).
+    Both,
+}
+
+/// What a response header's name means to the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameKind {
+    ContentLength,
+    Connection,
+    TransferEncoding,
+    /// Another hop-by-hop header: never passed on.
+    HopByHop,
+    Other,
+}
+
+impl NameKind {
+    fn of(name: &HeaderName) -> NameKind {
+        if *name == CONTENT_LENGTH {
+            NameKind::ContentLength
+        } else if *name == CONNECTION {
+            NameKind::Connection
+        } else if *name == TRANSFER_ENCODING {
+            NameKind::TransferEncoding
+        } else if crate::headers::is_hop_by_hop(name) {
+            NameKind::HopByHop
+        } else {
+            NameKind::Other
+        }
+    }
+
+    /// [`NameKind::of`] a name as it came (any case); most names are ruled
+    /// out by their length alone.
+    fn of_raw(name: &[u8]) -> NameKind {
+        if !matches!(name.len(), 2 | 7 | 10 | 14 | 16..=19) {
+            return NameKind::Other;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            return NameKind::ContentLength;
+        }
+        match crate::headers::hop_by_hop_ignore_case(name) {
+            Some(0) => NameKind::Connection,
+            Some(7) => NameKind::TransferEncoding,
+            Some(_) => NameKind::HopByHop,
+            None => NameKind::Other,
+        }
     }
 }
 
@@ -556,9 +663,17 @@ pub struct H1Body {
     framing: Framing,
     keep_alive: bool,
     home: Option<Arc<IdleStack<H1Conn>>>,
+    /// The response headers, when the exchange was asked to keep them raw
+    /// (boxed: bodies move often, and most have none).
+    raw: Option<Box<RawHeaders>>,
 }
 
 impl H1Body {
+    /// The response headers kept raw (see `H1Conn::exchange`).
+    pub fn take_raw_headers(&mut self) -> Option<Box<RawHeaders>> {
+        self.raw.take()
+    }
+
     fn finish_if_empty(&mut self) {
         if matches!(self.framing, Framing::Length(0)) {
             self.finish();
@@ -697,6 +812,37 @@ mod tests {
             b"5\rX\nhello\r\n",
         ] {
             assert!(decode_all(input, input.len()).is_err(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn raw_names_are_classified_as_their_header_names() {
+        for name in [
+            "Content-Length",
+            "connection",
+            "CONNECTION",
+            "Transfer-Encoding",
+            "keep-alive",
+            "TE",
+            "Trailer",
+            "upgrade",
+            "Proxy-Connection",
+            "proxy-authenticate",
+            "Proxy-Authorization",
+            "content-type",
+            "x",
+            "date",
+            "x-content-length",
+            "content-lengths",
+            "etag",
+            "Server",
+        ] {
+            let header = HeaderName::from_bytes(name.as_bytes()).expect("name");
+            assert_eq!(
+                NameKind::of_raw(name.as_bytes()),
+                NameKind::of(&header),
+                "{name}"
+            );
         }
     }
 

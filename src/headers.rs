@@ -97,8 +97,9 @@ fn hop_by_hop(name: &[u8]) -> Option<u32> {
     })
 }
 
-/// `hop_by_hop` for a Connection token, whose case is not normalised.
-fn hop_by_hop_ignore_case(token: &[u8]) -> Option<u32> {
+/// `hop_by_hop` for a Connection token or a raw header name, whose case
+/// is not normalised: 0 is Connection, 7 Transfer-Encoding.
+pub(crate) fn hop_by_hop_ignore_case(token: &[u8]) -> Option<u32> {
     let mut buf = [0u8; 20];
     let lower = buf.get_mut(..token.len())?;
     lower.copy_from_slice(token);

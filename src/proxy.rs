@@ -17,12 +17,13 @@ use strangler_shadow::Outcome;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
+use crate::h1::KeepHeaders;
 use crate::headers::{
     RequestHead, append_via, client_ip, idempotent, request_host, set_forwarded, strip_hop_by_hop,
 };
 use crate::shadow::{Dispatch, NOISE_METHODS, SHADOW_HEADER, TeeBody};
 use crate::state::Shared;
-use crate::upstream::SendError;
+use crate::upstream::{PooledBody, SendError};
 
 /// Serves one request. Never fails: errors become JSON responses.
 pub async fn handle(
@@ -336,6 +337,8 @@ pub async fn handle(
 
     // The shadow copy: sampled, right method, another upstream, room left.
     let mut pending = None;
+    // The primary's request head, when the shadow copy's encoding made it.
+    let mut primary_head = None;
     if let (Some(b), Some(_), Some(rt), false) = (shadow_bucket, route, &shared.shadow, websocket)
         && let Some(plan) = live.shadows[slot - 1].as_ref()
         && b < plan.percent_bp
@@ -355,11 +358,13 @@ pub async fn handle(
                 && NOISE_METHODS.contains(&method.as_str())
                 && rand::random_range(0..BUCKETS) < plan.noise_bp)
                 .then(|| pool.clone());
-            let request = crate::shadow::ShadowRequest::new(
+            let request;
+            (request, primary_head) = crate::shadow::ShadowRequest::new(
                 &method,
                 &path_and_query,
                 &parts.headers,
                 !body_empty,
+                pool,
                 std::iter::once(&**shadow_pool).chain(noise_pool.as_deref()),
             );
             (dispatch, pending) = crate::shadow::launch(crate::shadow::Launch {
@@ -399,10 +404,21 @@ pub async fn handle(
         // The upstream sees origin-form: path and query byte for byte.
         *up.uri_mut() = Uri::from(path_and_query.clone());
         pool.start_request(i);
-        let result = shared.sleeps.timeout(timeout, pool.send(i, up)).await;
+        // A compared answer's headers also come raw, for the capture.
+        let keep = if primary_tx.is_some() {
+            KeepHeaders::Both
+        } else {
+            KeepHeaders::Map
+        };
+        let send = pool.send(i, up, primary_head.as_deref(), keep);
+        let result = shared.sleeps.timeout(timeout, send).await;
         pool.end_request(i);
         match result {
             Ok(Ok(mut resp)) => {
+                let raw_headers = match resp.body_mut() {
+                    PooledBody::Lean(b) => b.take_raw_headers(),
+                    PooledBody::Hyper(_) => None,
+                };
                 let upstream_upgrade = (websocket
                     && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
                     .then(|| hyper::upgrade::on(&mut resp));
@@ -426,6 +442,7 @@ pub async fn handle(
                     crate::tunnel::spawn(down, up, r.idle_timeout, r.name.clone());
                 }
                 let mut rbody = ProxyBody::Pooled(rbody);
+                let mut cache_missed = false;
                 if let Some(cache) = invalidate_after.take()
                     && status < 400
                 {
@@ -444,9 +461,7 @@ pub async fn handle(
                         );
                         rbody = crate::cache::CacheBody::wrap(rbody, cache, fill);
                     }
-                    rparts
-                        .headers
-                        .insert(crate::cache::X_CACHE, HeaderValue::from_static("MISS"));
+                    cache_missed = true;
                 }
                 if let Some(p) = primary_tx.take() {
                     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -458,9 +473,16 @@ pub async fn handle(
                         key,
                         p.primary_tx,
                         status,
-                        &rparts.headers,
+                        raw_headers.ok_or(&rparts.headers),
                         latency_ms,
                     );
+                }
+                // strangler's own headers: after the capture, which has
+                // the upstream's only.
+                if cache_missed {
+                    rparts
+                        .headers
+                        .insert(crate::cache::X_CACHE, HeaderValue::from_static("MISS"));
                 }
                 append_via(&mut rparts.headers, rparts.version);
                 rparts.version = client_version;

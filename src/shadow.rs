@@ -18,14 +18,14 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use strangler_rules::config::{Route, ShadowLimits};
 use strangler_rules::{Config, UpstreamId};
-use strangler_shadow::capture::HashKey;
+use strangler_shadow::capture::{HashKey, RawHeaders};
 use strangler_shadow::pipeline::{CompareJob, DiffPipeline, ShadowAnswer, settle_quickly};
 use strangler_shadow::{BodyCapture, Captured, Comparator, Counters, Outcome, RouteCounts};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::body::ProxyBody;
 use crate::control::RuntimeLayer;
-use crate::upstream::UpstreamPool;
+use crate::upstream::{PooledBody, UpstreamPool};
 
 /// The header that marks a shadow request; clients' copies are stripped.
 pub const SHADOW_HEADER: http::HeaderName = http::HeaderName::from_static("x-strangler-shadow");
@@ -265,28 +265,34 @@ pub enum ShadowRequest {
     Headers(HeaderMap),
 }
 
+/// The shadow header as the last line of an encoded head.
+const SHADOW_LINE: &[u8] = b"x-strangler-shadow: 1\r\n\r\n";
+
 impl ShadowRequest {
     /// The head for a copy of a request with these parts, sent to every
     /// pool in `to` (the shadow's, and the primary's for a noise check).
+    /// When the primary's pool is plain http too, the primary's own head
+    /// (`h1::encode_head`'s) comes with it: the copy is that head plus one
+    /// line, and the primary's send reuses it instead of encoding it again.
     pub fn new<'a>(
         method: &http::Method,
         path_and_query: &http::uri::PathAndQuery,
         headers: &HeaderMap,
         has_body: bool,
+        primary: &UpstreamPool,
         mut to: impl Iterator<Item = &'a UpstreamPool>,
-    ) -> Self {
+    ) -> (Self, Option<Vec<u8>>) {
         if has_body || !to.all(UpstreamPool::is_plain_http) {
-            return ShadowRequest::Headers(headers.clone());
+            return (ShadowRequest::Headers(headers.clone()), None);
         }
         let mut head = Vec::with_capacity(512);
-        crate::h1::encode_head_parts(
-            method,
-            path_and_query.as_str(),
-            headers,
-            Some((&SHADOW_HEADER, &HeaderValue::from_static("1"))),
-            &mut head,
-        );
-        ShadowRequest::Encoded(head)
+        crate::h1::encode_head_parts(method, path_and_query.as_str(), headers, None, &mut head);
+        // The blank line that ends the head becomes the shadow header's.
+        let mut copy = Vec::with_capacity(head.len() + SHADOW_LINE.len());
+        copy.extend_from_slice(&head[..head.len().saturating_sub(2)]);
+        copy.extend_from_slice(SHADOW_LINE);
+        let primary_head = primary.is_plain_http().then_some(head);
+        (ShadowRequest::Encoded(copy), primary_head)
     }
 }
 
@@ -428,6 +434,10 @@ async fn call(
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (parts, mut body) = resp.into_parts();
+    let raw = match &mut body {
+        PooledBody::Lean(b) => b.take_raw_headers(),
+        PooledBody::Hyper(_) => None,
+    };
     let mut capture = BodyCapture::new(cap, l.runtime.pipeline.redactor.key());
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("shadow body failed: {e}"))?;
@@ -435,7 +445,9 @@ async fn call(
             capture.push_bytes(data);
         }
     }
-    Ok(capture.into_captured(parts.status.as_u16(), parts.headers, latency_ms))
+    let mut captured = capture.into_captured(parts.status.as_u16(), parts.headers, latency_ms);
+    captured.raw = raw;
+    Ok(captured)
 }
 
 /// Where a tee sends what it captured when its body ends.
@@ -446,7 +458,7 @@ enum TeeSink {
     Response {
         tx: oneshot::Sender<Captured>,
         status: u16,
-        headers: HeaderMap,
+        headers: Result<Box<RawHeaders>, HeaderMap>,
         latency_ms: f64,
     },
 }
@@ -477,20 +489,22 @@ impl TeeBody {
         Self::wrap(inner, BodyCapture::new(cap, key), TeeSink::Request(tx))
     }
 
-    /// Tees the primary's response body for the comparison.
+    /// Tees the primary's response body for the comparison. Its headers
+    /// as the upstream sent them: raw when the lean exchange kept them so
+    /// (no copy of the map), otherwise the map's (copied).
     pub fn response(
         inner: ProxyBody,
         cap: usize,
         key: &Arc<HashKey>,
         tx: oneshot::Sender<Captured>,
         status: u16,
-        headers: &HeaderMap,
+        headers: Result<Box<RawHeaders>, &HeaderMap>,
         latency_ms: f64,
     ) -> ProxyBody {
         let sink = TeeSink::Response {
             tx,
             status,
-            headers: headers.clone(),
+            headers: headers.map_err(HeaderMap::clone),
             latency_ms,
         };
         Self::wrap(inner, BodyCapture::new(cap, key), sink)
@@ -525,7 +539,15 @@ impl TeeBody {
                 headers,
                 latency_ms,
             } => {
-                let _ = tx.send(capture.into_captured(status, headers, latency_ms));
+                let captured = match headers {
+                    Ok(raw) => {
+                        let mut c = capture.into_captured(status, HeaderMap::new(), latency_ms);
+                        c.raw = Some(raw);
+                        c
+                    }
+                    Err(map) => capture.into_captured(status, map, latency_ms),
+                };
+                let _ = tx.send(captured);
             }
         }
     }

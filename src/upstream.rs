@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use strangler_rules::config::{Balance, Upstream};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::h1::{H1Body, H1Conn};
+use crate::h1::{H1Body, H1Conn, KeepHeaders};
 
 /// Idle connections kept per instance at most.
 const MAX_IDLE: usize = 1024;
@@ -411,10 +411,15 @@ impl UpstreamPool {
     /// Sends `req` to instance `i` on an idle connection or a new one. A
     /// pooled connection that the instance closed meanwhile is replaced
     /// without counting against the instance (the request was not sent).
+    /// `head` is the request's head already encoded by `h1::encode_head`,
+    /// when the caller has it; `keep` says where the lean exchange puts the
+    /// response headers (hyper's client: always in the map).
     pub async fn send(
         &self,
         i: usize,
         mut req: Request<ProxyBody>,
+        head: Option<&[u8]>,
+        keep: KeepHeaders,
     ) -> Result<Response<PooledBody>, SendError> {
         // hyper's connection-level client writes the URI as given, and
         // upstreams must see origin-form (`GET /path?q HTTP/1.1`).
@@ -432,7 +437,7 @@ impl UpstreamPool {
             && req.method() != http::Method::CONNECT
             && !req.headers().contains_key(http::header::UPGRADE)
         {
-            return self.send_lean(i, req).await;
+            return self.send_lean(i, req, head, keep).await;
         }
         // Boxed: the common (lean) case then carries none of this future's
         // state, which keeps every request's future small.
@@ -485,10 +490,20 @@ impl UpstreamPool {
         &self,
         i: usize,
         req: Request<ProxyBody>,
+        head: Option<&[u8]>,
+        keep: KeepHeaders,
     ) -> Result<Response<PooledBody>, SendError> {
-        let mut head = Vec::with_capacity(512);
-        crate::h1::encode_head(&req, &mut head);
-        match self.lean_exchange(i, &head, req.method()).await {
+        let encoded;
+        let head = match head {
+            Some(h) => h,
+            None => {
+                let mut v = Vec::with_capacity(512);
+                crate::h1::encode_head(&req, &mut v);
+                encoded = v;
+                &encoded
+            }
+        };
+        match self.lean_exchange(i, head, req.method(), keep).await {
             Ok(resp) => Ok(resp.map(PooledBody::Lean)),
             Err(LeanError::Connect(e)) => Err(SendError::Connect(e, Box::new(req))),
             Err(LeanError::Broken(e)) => Err(SendError::Broken(e.into())),
@@ -504,6 +519,7 @@ impl UpstreamPool {
         i: usize,
         head: &[u8],
         method: &http::Method,
+        keep: KeepHeaders,
     ) -> Result<Response<H1Body>, LeanError> {
         let inst = &self.instances[i];
         let head_only = method == http::Method::HEAD;
@@ -519,7 +535,10 @@ impl UpstreamPool {
                     Err(e) => return Err(LeanError::Connect(e)),
                 },
             };
-            match conn.exchange(head, head_only, inst.lean_idle.clone()).await {
+            match conn
+                .exchange(head, head_only, inst.lean_idle.clone(), keep)
+                .await
+            {
                 Ok(resp) => return Ok(resp),
                 // A resend is always on a fresh connection, so at most once.
                 Err(e) if !fresh && idempotent && e.nothing_received() => {
@@ -537,14 +556,16 @@ impl UpstreamPool {
     }
 
     /// [`Self::send_once`] for a request already encoded by
-    /// `h1::encode_head_parts` (body-less, to a plain-http upstream).
+    /// `h1::encode_head_parts` (body-less, to a plain-http upstream). The
+    /// response's headers come raw with its body (a shadow's answer:
+    /// see `RawHeaders`), its header map empty.
     pub async fn send_head_once(
         &self,
         head: &[u8],
         method: &http::Method,
     ) -> Result<Response<PooledBody>, String> {
         match self
-            .on_one_instance(|i| self.lean_exchange(i, head, method))
+            .on_one_instance(|i| self.lean_exchange(i, head, method, KeepHeaders::Raw))
             .await?
         {
             Ok(resp) => Ok(resp.map(PooledBody::Lean)),
@@ -557,7 +578,7 @@ impl UpstreamPool {
     /// aggregate part) to one instance, counted in flight, without retries
     /// or passive health; the error says what happened.
     pub async fn send_once(&self, req: Request<ProxyBody>) -> Result<Response<PooledBody>, String> {
-        self.on_one_instance(|i| self.send(i, req))
+        self.on_one_instance(|i| self.send(i, req, None, KeepHeaders::Map))
             .await?
             .map_err(|e| match e {
                 SendError::Connect(msg, _) => msg,
@@ -608,8 +629,11 @@ impl UpstreamPool {
                                 .body(ProxyBody::Empty);
                             match req {
                                 Ok(req) => {
-                                    match tokio::time::timeout(check.timeout, pool.send(i, req))
-                                        .await
+                                    match tokio::time::timeout(
+                                        check.timeout,
+                                        pool.send(i, req, None, KeepHeaders::Map),
+                                    )
+                                    .await
                                     {
                                         Ok(Ok(resp)) => {
                                             let ok = resp.status().is_success();

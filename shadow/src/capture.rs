@@ -11,12 +11,113 @@ use bytes::{Bytes, BytesMut};
 /// The key of the run's keyed hashes (never written anywhere).
 pub use aws_lc_rs::hmac::Key as HashKey;
 
+/// Headers as they came over the wire, not yet in a header map: where each
+/// name and value lies in the head's bytes, hop-by-hop ones left out. A
+/// shadow's answer keeps its headers so: most answers match, and a quick
+/// match looks at two or three headers, so the map is made only for the
+/// answers that go on to a full comparison.
+#[derive(Debug, Clone)]
+pub struct RawHeaders {
+    head: Bytes,
+    /// (name start, name end, value start, value end) in `head` of the
+    /// first headers, inline (the usual answer has fewer than these)...
+    inline: [(u32, u32, u32, u32); INLINE_HEADERS],
+    len: usize,
+    /// ...and of the rest.
+    more: Vec<(u32, u32, u32, u32)>,
+}
+
+/// Headers a [`RawHeaders`] holds without an allocation of its own.
+const INLINE_HEADERS: usize = 20;
+
+impl RawHeaders {
+    /// No headers yet, of a head in `head`.
+    pub fn new(head: Bytes) -> Self {
+        RawHeaders {
+            head,
+            inline: [(0, 0, 0, 0); INLINE_HEADERS],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+
+    /// Adds the header whose name and value lie at these places of the
+    /// head; one that lies outside it is left out.
+    pub fn push(&mut self, name: std::ops::Range<usize>, value: std::ops::Range<usize>) {
+        let (Ok(ns), Ok(ne), Ok(vs), Ok(ve)) = (
+            u32::try_from(name.start),
+            u32::try_from(name.end),
+            u32::try_from(value.start),
+            u32::try_from(value.end),
+        ) else {
+            return;
+        };
+        if name.start > name.end
+            || value.start > value.end
+            || name.end > self.head.len()
+            || value.end > self.head.len()
+        {
+            return;
+        }
+        let at = (ns, ne, vs, ve);
+        if self.len < INLINE_HEADERS {
+            self.inline[self.len] = at;
+        } else {
+            self.more.push(at);
+        }
+        self.len += 1;
+    }
+
+    /// The `i`th header's name and value.
+    fn get(&self, i: usize) -> Option<(&[u8], &[u8])> {
+        let &(ns, ne, vs, ve) = if i < INLINE_HEADERS {
+            self.inline.get(i).filter(|_| i < self.len)?
+        } else {
+            self.more.get(i - INLINE_HEADERS)?
+        };
+        let name = self.head.get(ns as usize..ne as usize)?;
+        let value = self.head.get(vs as usize..ve as usize)?;
+        Some((name, value))
+    }
+
+    /// The `i`th header's name length (cheaper than `get`).
+    fn name_len(&self, i: usize) -> Option<usize> {
+        let &(ns, ne, _, _) = if i < INLINE_HEADERS {
+            self.inline.get(i).filter(|_| i < self.len)?
+        } else {
+            self.more.get(i - INLINE_HEADERS)?
+        };
+        Some(ne.wrapping_sub(ns) as usize)
+    }
+
+    /// The headers in a map of their own (values copied out of `head`);
+    /// a header whose name or value a map cannot hold is left out.
+    pub fn to_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(self.len);
+        for i in 0..self.len {
+            if let Some((name, value)) = self.get(i)
+                && let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(name),
+                    http::HeaderValue::from_bytes(value),
+                )
+            {
+                map.append(n, v);
+            }
+        }
+        map
+    }
+}
+
 /// One captured answer (primary or shadow).
 #[derive(Debug, Clone)]
 pub struct Captured {
     pub status: u16,
     /// As received (turned into text only if the comparison needs it).
+    /// Empty while the headers are still `raw`.
     pub headers: http::HeaderMap,
+    /// The headers as they came, when they have not been put in `headers`
+    /// yet (see [`RawHeaders`]; boxed, as answers move often).
+    pub raw: Option<Box<RawHeaders>>,
     /// The body as sent (still content-encoded), up to the capture cap.
     pub body: Bytes,
     /// Length of the whole body.
@@ -34,6 +135,11 @@ impl Captured {
     /// for a while.
     pub fn compact(&mut self) {
         self.body = Bytes::copy_from_slice(&self.body);
+        if let Some(raw) = self.raw.take() {
+            // The map's values are copies already.
+            self.headers = raw.to_map();
+            return;
+        }
         for v in self.headers.values_mut() {
             if let Ok(copy) = http::HeaderValue::from_bytes(v.as_bytes()) {
                 *v = copy;
@@ -41,9 +147,64 @@ impl Captured {
         }
     }
 
+    /// The values of header `name`, in order, wherever they are kept.
+    pub fn values<'a>(&'a self, name: &'a http::HeaderName) -> Values<'a> {
+        match &self.raw {
+            Some(raw) => Values::Raw {
+                raw,
+                name: name.as_str().as_bytes(),
+                next: 0,
+            },
+            None => Values::Map(self.headers.get_all(name).iter()),
+        }
+    }
+
+    /// The headers in `headers`, made from `raw` if they are still there.
+    pub fn into_mapped(mut self) -> Captured {
+        if let Some(raw) = self.raw.take() {
+            self.headers = raw.to_map();
+        }
+        self
+    }
+
     /// The whole body fit under the cap.
     pub fn complete(&self) -> bool {
         self.long_body_hash.is_none()
+    }
+}
+
+/// The values of one header of a [`Captured`].
+pub enum Values<'a> {
+    Map(http::header::ValueIter<'a, http::HeaderValue>),
+    Raw {
+        raw: &'a RawHeaders,
+        /// Lower case.
+        name: &'a [u8],
+        next: usize,
+    },
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Values::Map(it) => it.next().map(http::HeaderValue::as_bytes),
+            Values::Raw { raw, name, next } => {
+                while let Some(len) = raw.name_len(*next) {
+                    let i = *next;
+                    *next += 1;
+                    // Most names are ruled out by their length alone.
+                    if len == name.len()
+                        && let Some((n, v)) = raw.get(i)
+                        && n.eq_ignore_ascii_case(name)
+                    {
+                        return Some(v);
+                    }
+                }
+                None
+            }
+        }
     }
 }
 
@@ -142,6 +303,7 @@ impl BodyCapture {
         Captured {
             status,
             headers,
+            raw: None,
             body,
             body_len,
             long_body_hash,

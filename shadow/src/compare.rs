@@ -163,6 +163,7 @@ impl Comparator {
     /// Decodes, classifies and redacts one captured answer. `decode_limit`
     /// bounds the decoded size of a compressed body.
     pub fn prepare(&self, c: Captured, redactor: &Redactor, decode_limit: usize) -> Prepared {
+        let c = c.into_mapped();
         let mut headers = crate::capture::header_list(&c.headers);
         redactor.headers(&mut headers, &self.redact_headers);
         let mut note = None;
@@ -230,11 +231,12 @@ impl Comparator {
             && p.body_len == s.body_len
             && p.long_body_hash == s.long_body_hash
             && p.body == s.body
-            && same_values(&p.headers, &s.headers, &http::header::CONTENT_ENCODING)
+            && p.values(&http::header::CONTENT_ENCODING)
+                .eq(s.values(&http::header::CONTENT_ENCODING))
             && self
                 .header_names
                 .iter()
-                .all(|h| same_values(&p.headers, &s.headers, h))
+                .all(|h| p.values(h).eq(s.values(h)))
     }
 
     /// Every difference between the two answers, the first
@@ -627,10 +629,6 @@ fn body_digest(p: &Prepared) -> Value {
 }
 
 /// The same values of header `name`, in the same order, on both sides.
-fn same_values(a: &http::HeaderMap, b: &http::HeaderMap, name: &http::HeaderName) -> bool {
-    a.get_all(name).iter().eq(b.get_all(name).iter())
-}
-
 /// All values of header `name`, joined by `, `.
 fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
     let values: Vec<&str> = headers
@@ -777,11 +775,100 @@ mod tests {
                     )
                 })
                 .collect(),
+            raw: None,
             body: Bytes::copy_from_slice(body),
             body_len: body.len() as u64,
             long_body_hash: None,
             latency_ms: 1.0,
         }
+    }
+
+    /// `answer` with its headers kept raw, as a shadow's answer arrives.
+    fn raw_answer(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Captured {
+        let mut head = Vec::new();
+        let mut at = Vec::new();
+        for (n, v) in headers {
+            let ns = head.len();
+            head.extend_from_slice(n.as_bytes());
+            let ne = head.len();
+            head.extend_from_slice(b": ");
+            let vs = head.len();
+            head.extend_from_slice(v.as_bytes());
+            at.push((ns..ne, vs..head.len()));
+            head.extend_from_slice(b"\r\n");
+        }
+        let mut raw = crate::capture::RawHeaders::new(Bytes::from(head));
+        for (n, v) in at {
+            raw.push(n, v);
+        }
+        Captured {
+            headers: http::HeaderMap::new(),
+            raw: Some(Box::new(raw)),
+            ..answer(status, &[], body)
+        }
+    }
+
+    #[test]
+    fn raw_headers_compare_as_their_map_would() {
+        let cmp = Comparator::new(&spec(|s| s.headers = vec!["cache-control".into()]), &[]);
+        let body = br#"{"a":1}"#;
+        let mapped = answer(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+            ],
+            body,
+        );
+        // Names in any case; headers not compared may differ.
+        let raw = raw_answer(
+            200,
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Other", "1"),
+                ("Cache-Control", "no-store"),
+            ],
+            body,
+        );
+        assert!(cmp.quick_match(&mapped, &raw));
+        let other = raw_answer(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("cache-control", "max-age=5"),
+            ],
+            body,
+        );
+        assert!(!cmp.quick_match(&mapped, &other));
+        let two = raw_answer(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+                ("cache-control", "private"),
+            ],
+            body,
+        );
+        assert!(!cmp.quick_match(&mapped, &two), "every value counts");
+        // Past the inline places, headers are kept all the same.
+        let mut many: Vec<(String, String)> = (0..30)
+            .map(|i| (format!("x-h{i}"), i.to_string()))
+            .collect();
+        many.push(("content-type".into(), "application/json".into()));
+        many.push(("cache-control".into(), "no-store".into()));
+        let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let long = raw_answer(200, &many, body);
+        assert!(cmp.quick_match(&mapped, &long));
+        let mut mapped_long = long.clone();
+        mapped_long.compact();
+        assert_eq!(mapped_long.headers.len(), 32);
+        // Put in a map (compact, or the full comparison) they are the same.
+        let mut compacted = other.clone();
+        compacted.compact();
+        assert!(compacted.raw.is_none());
+        assert_eq!(compacted.headers["cache-control"], "max-age=5");
+        let d = diff(&cmp, mapped, other);
+        assert_eq!(paths(&d), ["cache-control"]);
     }
 
     fn json_answer(v: Value) -> Captured {
