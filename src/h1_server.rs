@@ -121,8 +121,9 @@ struct Conn {
     /// The last response's emptied header map, reused for the next request
     /// (saves its allocations, as hyper does).
     spare_headers: Option<HeaderMap>,
-    /// The header read timer, reset for each request head.
+    /// The header read timer, and when the head now awaited is due.
     timer: Option<PooledSleep>,
+    deadline: tokio::time::Instant,
 }
 
 /// Serves one plain-TCP connection until it closes or is handed to hyper.
@@ -140,6 +141,7 @@ pub async fn serve(
         indices: Vec::new(),
         spare_headers: None,
         timer: None,
+        deadline: tokio::time::Instant::now(),
     };
     let mut first = true;
     loop {
@@ -271,19 +273,27 @@ impl Conn {
                     Poll::Pending => {}
                 }
                 // Armed on the first wait for this head: a pipelined or
-                // already arrived request costs no timer.
+                // already arrived request costs no timer. The timer itself
+                // is moved only when it fires: until then it may still be
+                // set for an earlier head, which is sooner (cheaper than
+                // resetting it for every request).
                 if !armed {
                     armed = true;
-                    let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
-                    match self.timer.as_mut() {
-                        Some(t) => t.reset(deadline),
-                        None => self.timer = Some(server.shared.sleeps.sleep_until(deadline)),
+                    self.deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+                    if self.timer.is_none() {
+                        self.timer = Some(server.shared.sleeps.sleep_until(self.deadline));
                     }
                 }
-                match self.timer.as_mut().map(|t| Pin::new(t).poll(cx)) {
-                    Some(Poll::Ready(())) => Poll::Ready(Wait::TimedOut),
-                    _ => Poll::Pending,
+                while let Some(timer) = self.timer.as_mut() {
+                    if Pin::new(&mut *timer).poll(cx).is_pending() {
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= self.deadline {
+                        return Poll::Ready(Wait::TimedOut);
+                    }
+                    timer.reset(self.deadline);
                 }
+                Poll::Pending
             })
             .await;
             match waited {
@@ -378,7 +388,8 @@ impl Conn {
         let uri = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1))
             .map_err(|_| ProxyError::BadRequest("invalid request target".into()))?;
         let mut headers = self.spare_headers.take().unwrap_or_default();
-        headers.reserve(self.indices.len());
+        // Room for the forwarding headers the proxy adds, too.
+        headers.reserve(self.indices.len() + 4);
         for &(ns, ne, vs, ve) in &self.indices {
             let name = HeaderName::from_bytes(&head[ns..ne])
                 .map_err(|_| ProxyError::BadRequest("invalid header name".into()))?;

@@ -604,8 +604,10 @@ fn finish(
     resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     let status = resp.status().as_u16();
+    let now = Instant::now();
+    let latency = now.saturating_duration_since(start);
     if let Some(cell) = cell {
-        cell.record(start.elapsed().as_micros() as u64, status);
+        cell.record(latency.as_micros() as u64, status, now);
     }
     if shared.access_log {
         tracing::info!(
@@ -615,7 +617,7 @@ fn finish(
             status,
             route = route.unwrap_or("-"),
             upstream = upstream.unwrap_or("-"),
-            latency_ms = (start.elapsed().as_micros() as f64) / 1000.0,
+            latency_ms = (latency.as_micros() as f64) / 1000.0,
             client = %client,
             shadow = shadow.as_str(),
         );

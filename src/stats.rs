@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 const WINDOWS: usize = 10;
 const WINDOW_SECS: u64 = 6;
@@ -108,9 +108,21 @@ pub struct Snapshot {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    secs_at(Instant::now())
+}
+
+/// Seconds since the epoch at `now`, read off the monotonic clock from an
+/// anchor taken once: a request's latency and its second then come from one
+/// clock read, and a wall-clock step cannot move the windows.
+fn secs_at(now: Instant) -> u64 {
+    static ANCHOR: std::sync::OnceLock<(Instant, u64)> = std::sync::OnceLock::new();
+    let &(at, secs) = ANCHOR.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        (Instant::now(), wall)
+    });
+    secs + now.saturating_duration_since(at).as_secs()
 }
 
 fn bucket(us: u64) -> usize {
@@ -157,12 +169,13 @@ impl Cell {
     /// Records one request: its latency to response headers and its status
     /// (5xx, including the proxy's own errors, count as errors).
     #[inline]
-    pub fn record(&self, latency_us: u64, status: u16) {
+    /// Counts a request that finished at `now`.
+    pub fn record(&self, latency_us: u64, status: u16, now: Instant) {
         let class = usize::from(status / 100).min(5);
         self.classes[class].fetch_add(1, Ordering::Relaxed);
         self.latency_total[bucket(latency_us)].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(latency_us, Ordering::Relaxed);
-        self.record_at(now_secs(), latency_us, status >= 500);
+        self.record_at(secs_at(now), latency_us, status >= 500);
     }
 
     /// Requests since start by status class (`"2xx"`...), for /metrics.
