@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 
 use strangler_shadow::capture::RawHeaders;
 
+use crate::headers::Forwarding;
 use crate::upstream::IdleStack;
 
 /// Response headers accepted at most (hyper's client default).
@@ -222,6 +223,8 @@ impl H1Conn {
         // The raw headers stay where they are in `head`: their places move
         // to the front of `indices`, `kept` of them.
         let mut kept = 0;
+        // Where the Connection values that name other headers lie (rare).
+        let mut named: Vec<(usize, usize)> = Vec::new();
         for i in 0..self.indices.len() {
             let (ns, ne, vs, ve) = self.indices[i];
             let raw = &head[vs..ve];
@@ -245,9 +248,9 @@ impl H1Conn {
                 }
             } else if kind == NameKind::Connection {
                 // Kept in the map only when it names other headers, for the
-                // proxy's hop-by-hop removal to find them. Never kept raw
-                // (raw headers are captured for comparison, and the headers
-                // it names stay in those).
+                // proxy's hop-by-hop removal to find them. Never kept raw;
+                // the headers it names are taken out of the raw ones below,
+                // as the proxy takes them out of the map.
                 let mut names_others = false;
                 for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     if token.eq_ignore_ascii_case(b"close") {
@@ -260,6 +263,9 @@ impl H1Conn {
                 }
                 if !names_others {
                     continue;
+                }
+                if want_raw {
+                    named.push((vs, ve));
                 }
             } else if kind != NameKind::Other {
                 // Never passed on (RFC 9110 section 7.6.1); the framing is
@@ -285,6 +291,24 @@ impl H1Conn {
                 let value = unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(vs..ve)) };
                 headers.append(name, value);
             }
+        }
+        if !named.is_empty() {
+            let names_it = |name: &[u8]| {
+                named.iter().any(|&(vs, ve)| {
+                    head[vs..ve]
+                        .split(|&b| b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+                })
+            };
+            let mut w = 0;
+            for r in 0..kept {
+                let (ns, ne, _, _) = self.indices[r];
+                if !names_it(&head[ns..ne]) {
+                    self.indices[w] = self.indices[r];
+                    w += 1;
+                }
+            }
+            kept = w;
         }
         // `close` wins whatever else Connection says; an HTTP/1.0 answer with
         // Transfer-Encoding has faulty framing (RFC 9112 section 6.1): its
@@ -483,18 +507,18 @@ pub(crate) fn parse_length(s: &[u8]) -> Option<u64> {
 /// Writes the head of a body-less request, as hyper's client would: origin
 /// form, the headers as they are, and `content-length: 0` for methods that
 /// normally carry a body.
-pub fn encode_head<B>(req: &Request<B>, dst: &mut Vec<u8>) {
+pub fn encode_head<B>(req: &Request<B>, forwarding: Option<&Forwarding>, dst: &mut Vec<u8>) {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    encode_head_parts(req.method(), target, req.headers(), None, dst);
+    encode_head_parts(req.method(), target, req.headers(), forwarding, dst);
 }
 
-/// [`encode_head`] from a request's parts, with one more header (`extra`)
-/// after the others.
+/// [`encode_head`] from a request's parts, with the forwarding headers
+/// (when not in the map) after the others.
 pub fn encode_head_parts(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-    extra: Option<(&HeaderName, &HeaderValue)>,
+    forwarding: Option<&Forwarding>,
     dst: &mut Vec<u8>,
 ) {
     dst.extend_from_slice(method.as_str().as_bytes());
@@ -502,13 +526,16 @@ pub fn encode_head_parts(
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     // Two-byte separators pushed one by one: cheaper than a copy call each.
-    for (name, value) in headers.iter().chain(extra) {
+    for (name, value) in headers {
         dst.extend_from_slice(name.as_str().as_bytes());
         dst.push(b':');
         dst.push(b' ');
         dst.extend_from_slice(value.as_bytes());
         dst.push(b'\r');
         dst.push(b'\n');
+    }
+    if let Some(f) = forwarding {
+        f.encode(dst);
     }
     let carries_body = !matches!(
         *method,
@@ -864,10 +891,55 @@ mod tests {
             .body(())
             .expect("valid request");
         let mut out = Vec::new();
-        encode_head(&req, &mut out);
+        encode_head(&req, None, &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "POST /a/b?c=1 HTTP/1.1\r\nhost: example\r\nx-two: 1\r\nx-two: 2\r\ncontent-length: 0\r\n\r\n"
+        );
+        // Forwarding headers not in the map go after the others, as
+        // set_forwarded would have put them in it.
+        let fwd = Forwarding::new(
+            req.headers(),
+            &HeaderValue::from_static("10.0.0.1"),
+            false,
+            Some(&HeaderValue::from_static("example")),
+            Version::HTTP_11,
+        )
+        .expect("none of its own");
+        let mut out = Vec::new();
+        encode_head(&req, Some(&fwd), &mut out);
+        let mut map = req.headers().clone();
+        crate::headers::set_forwarded(
+            &mut map,
+            &HeaderValue::from_static("10.0.0.1"),
+            false,
+            Some(&HeaderValue::from_static("example")),
+            0,
+            Version::HTTP_11,
+        );
+        let mut expected = Vec::new();
+        encode_head_parts(req.method(), "/a/b?c=1", &map, None, &mut expected);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&expected)
+        );
+        let mut inserted = req.headers().clone();
+        fwd.insert_into(&mut inserted);
+        assert_eq!(inserted, map);
+        fwd.remove_from(&mut inserted);
+        assert_eq!(&inserted, req.headers());
+        let with_own = req.headers().clone();
+        let mut with_own = with_own;
+        with_own.insert("via", HeaderValue::from_static("1.1 cdn"));
+        assert!(
+            Forwarding::new(
+                &with_own,
+                &HeaderValue::from_static("10.0.0.1"),
+                false,
+                None,
+                Version::HTTP_11
+            )
+            .is_none()
         );
     }
 

@@ -241,14 +241,25 @@ pub async fn handle(
     {
         parts.headers.insert(header::COOKIE, v);
     }
-    set_forwarded(
-        &mut parts.headers,
+    // The forwarding headers: written with the head when the request has
+    // none of its own, merged into the map when it has.
+    let forwarding = crate::headers::Forwarding::new(
+        &parts.headers,
         &peer_ip,
         shared.tls,
         host_value.as_ref(),
-        trusted_hops,
         client_version,
     );
+    if forwarding.is_none() {
+        set_forwarded(
+            &mut parts.headers,
+            &peer_ip,
+            shared.tls,
+            host_value.as_ref(),
+            trusted_hops,
+            client_version,
+        );
+    }
     match route.and_then(|r| r.host_rewrite.as_deref()) {
         Some(rewrite) => {
             if let Ok(v) = HeaderValue::from_str(rewrite) {
@@ -363,6 +374,7 @@ pub async fn handle(
                 &method,
                 &path_and_query,
                 &parts.headers,
+                forwarding.as_ref(),
                 !body_empty,
                 pool,
                 std::iter::once(&**shadow_pool).chain(noise_pool.as_deref()),
@@ -410,7 +422,12 @@ pub async fn handle(
         } else {
             KeepHeaders::Map
         };
-        let send = pool.send(i, up, primary_head.as_deref(), keep);
+        let with = crate::upstream::SendWith {
+            head: primary_head.as_deref(),
+            keep,
+            forwarding: forwarding.as_ref(),
+        };
+        let send = pool.send(i, up, with);
         let result = shared.sleeps.timeout(timeout, send).await;
         pool.end_request(i);
         match result {

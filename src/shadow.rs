@@ -278,15 +278,26 @@ impl ShadowRequest {
         method: &http::Method,
         path_and_query: &http::uri::PathAndQuery,
         headers: &HeaderMap,
+        forwarding: Option<&crate::headers::Forwarding>,
         has_body: bool,
         primary: &UpstreamPool,
         mut to: impl Iterator<Item = &'a UpstreamPool>,
     ) -> (Self, Option<Vec<u8>>) {
         if has_body || !to.all(UpstreamPool::is_plain_http) {
-            return (ShadowRequest::Headers(headers.clone()), None);
+            let mut headers = headers.clone();
+            if let Some(f) = forwarding {
+                f.insert_into(&mut headers);
+            }
+            return (ShadowRequest::Headers(headers), None);
         }
         let mut head = Vec::with_capacity(512);
-        crate::h1::encode_head_parts(method, path_and_query.as_str(), headers, None, &mut head);
+        crate::h1::encode_head_parts(
+            method,
+            path_and_query.as_str(),
+            headers,
+            forwarding,
+            &mut head,
+        );
         // The blank line that ends the head becomes the shadow header's.
         let mut copy = Vec::with_capacity(head.len() + SHADOW_LINE.len());
         copy.extend_from_slice(&head[..head.len().saturating_sub(2)]);

@@ -166,10 +166,10 @@ impl Default for Cell {
 }
 
 impl Cell {
-    /// Records one request: its latency to response headers and its status
-    /// (5xx, including the proxy's own errors, count as errors).
+    /// Records one request that finished at `now`: its latency to response
+    /// headers and its status (5xx, including the proxy's own errors, count
+    /// as errors).
     #[inline]
-    /// Counts a request that finished at `now`.
     pub fn record(&self, latency_us: u64, status: u16, now: Instant) {
         let class = usize::from(status / 100).min(5);
         self.classes[class].fetch_add(1, Ordering::Relaxed);

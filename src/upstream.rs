@@ -22,6 +22,7 @@ use strangler_rules::config::{Balance, Upstream};
 
 use crate::body::{BoxError, ProxyBody};
 use crate::h1::{H1Body, H1Conn, KeepHeaders};
+use crate::headers::Forwarding;
 
 /// Idle connections kept per instance at most.
 const MAX_IDLE: usize = 1024;
@@ -182,6 +183,29 @@ pub struct Instance {
     address: String,
     /// The TLS server name, for https instances.
     server_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+/// What goes along with a request to [`UpstreamPool::send`].
+#[derive(Debug, Clone, Copy)]
+pub struct SendWith<'a> {
+    /// Its head, already encoded by `h1::encode_head` (forwarding headers
+    /// included), when the caller has it: the lean exchange sends it as is.
+    pub head: Option<&'a [u8]>,
+    /// Where the lean exchange puts the response headers (hyper's client
+    /// always puts them in the map).
+    pub keep: KeepHeaders,
+    /// Forwarding headers not in the request's map, added on the way.
+    pub forwarding: Option<&'a Forwarding>,
+}
+
+impl Default for SendWith<'_> {
+    fn default() -> Self {
+        SendWith {
+            head: None,
+            keep: KeepHeaders::Map,
+            forwarding: None,
+        }
+    }
 }
 
 /// The instances of one upstream and the client that reaches them.
@@ -411,15 +435,12 @@ impl UpstreamPool {
     /// Sends `req` to instance `i` on an idle connection or a new one. A
     /// pooled connection that the instance closed meanwhile is replaced
     /// without counting against the instance (the request was not sent).
-    /// `head` is the request's head already encoded by `h1::encode_head`,
-    /// when the caller has it; `keep` says where the lean exchange puts the
-    /// response headers (hyper's client: always in the map).
+    /// `with` says what goes along (see [`SendWith`]).
     pub async fn send(
         &self,
         i: usize,
         mut req: Request<ProxyBody>,
-        head: Option<&[u8]>,
-        keep: KeepHeaders,
+        with: SendWith<'_>,
     ) -> Result<Response<PooledBody>, SendError> {
         // hyper's connection-level client writes the URI as given, and
         // upstreams must see origin-form (`GET /path?q HTTP/1.1`).
@@ -437,11 +458,22 @@ impl UpstreamPool {
             && req.method() != http::Method::CONNECT
             && !req.headers().contains_key(http::header::UPGRADE)
         {
-            return self.send_lean(i, req, head, keep).await;
+            return self.send_lean(i, req, with).await;
         }
-        // Boxed: the common (lean) case then carries none of this future's
-        // state, which keeps every request's future small.
-        Box::pin(self.send_hyper(i, req)).await
+        let Some(forwarding) = with.forwarding else {
+            // Boxed: the common (lean) case then carries none of this
+            // future's state, which keeps every request's future small.
+            return Box::pin(self.send_hyper(i, req)).await;
+        };
+        forwarding.insert_into(req.headers_mut());
+        match Box::pin(self.send_hyper(i, req)).await {
+            // Given back unsent, as it came.
+            Err(SendError::Connect(msg, mut back)) => {
+                forwarding.remove_from(back.headers_mut());
+                Err(SendError::Connect(msg, back))
+            }
+            other => other,
+        }
     }
 
     /// Sends `req` to instance `i` through hyper's client.
@@ -490,20 +522,19 @@ impl UpstreamPool {
         &self,
         i: usize,
         req: Request<ProxyBody>,
-        head: Option<&[u8]>,
-        keep: KeepHeaders,
+        with: SendWith<'_>,
     ) -> Result<Response<PooledBody>, SendError> {
         let encoded;
-        let head = match head {
+        let head = match with.head {
             Some(h) => h,
             None => {
                 let mut v = Vec::with_capacity(512);
-                crate::h1::encode_head(&req, &mut v);
+                crate::h1::encode_head(&req, with.forwarding, &mut v);
                 encoded = v;
                 &encoded
             }
         };
-        match self.lean_exchange(i, head, req.method(), keep).await {
+        match self.lean_exchange(i, head, req.method(), with.keep).await {
             Ok(resp) => Ok(resp.map(PooledBody::Lean)),
             Err(LeanError::Connect(e)) => Err(SendError::Connect(e, Box::new(req))),
             Err(LeanError::Broken(e)) => Err(SendError::Broken(e.into())),
@@ -578,7 +609,7 @@ impl UpstreamPool {
     /// aggregate part) to one instance, counted in flight, without retries
     /// or passive health; the error says what happened.
     pub async fn send_once(&self, req: Request<ProxyBody>) -> Result<Response<PooledBody>, String> {
-        self.on_one_instance(|i| self.send(i, req, None, KeepHeaders::Map))
+        self.on_one_instance(|i| self.send(i, req, SendWith::default()))
             .await?
             .map_err(|e| match e {
                 SendError::Connect(msg, _) => msg,
@@ -631,7 +662,7 @@ impl UpstreamPool {
                                 Ok(req) => {
                                     match tokio::time::timeout(
                                         check.timeout,
-                                        pool.send(i, req, None, KeepHeaders::Map),
+                                        pool.send(i, req, SendWith::default()),
                                     )
                                     .await
                                     {

@@ -685,3 +685,28 @@ async fn shadow_overrides_show_and_keep_their_percent() {
         "{shown}"
     );
 }
+
+/// A header an upstream names in Connection is hop-by-hop: the client never
+/// gets it, and neither side's capture compares it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_named_in_connection_are_never_compared() {
+    let (mono, _) = ScriptedBackend::start(|_| {
+        order(json!(10))
+            .header("connection", "x-hop")
+            .header("x-hop", "primary")
+    })
+    .await;
+    let (shadow, _) = ScriptedBackend::start(|_| {
+        order(json!(10))
+            .header("connection", "x-hop")
+            .header("x-hop", "shadow")
+    })
+    .await;
+    let extra = r#"compare.headers = ["x-hop"]"#;
+    let proxy = Proxy::start(&config(&mono.url(), &shadow.url(), extra, ""));
+    let r = get(&client(), &proxy.url("/api/orders/1"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.headers.contains_key("x-hop"), "{:?}", r.headers);
+    let s = wait_summary(&proxy, "orders", |s| n(s, "compared") == 1).await;
+    assert_eq!(n(&s, "mismatched"), 0, "{s:#}");
+}
