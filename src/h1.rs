@@ -292,23 +292,18 @@ impl H1Conn {
                 headers.append(name, value);
             }
         }
+        if want_raw {
+            // From here on `indices` holds exactly the raw headers.
+            self.indices.truncate(kept);
+        }
         if !named.is_empty() {
-            let names_it = |name: &[u8]| {
-                named.iter().any(|&(vs, ve)| {
+            self.indices.retain(|&(ns, ne, _, _)| {
+                !named.iter().any(|&(vs, ve)| {
                     head[vs..ve]
                         .split(|&b| b == b',')
-                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(&head[ns..ne]))
                 })
-            };
-            let mut w = 0;
-            for r in 0..kept {
-                let (ns, ne, _, _) = self.indices[r];
-                if !names_it(&head[ns..ne]) {
-                    self.indices[w] = self.indices[r];
-                    w += 1;
-                }
-            }
-            kept = w;
+            });
         }
         // `close` wins whatever else Connection says; an HTTP/1.0 answer with
         // Transfer-Encoding has faulty framing (RFC 9112 section 6.1): its
@@ -331,16 +326,9 @@ impl H1Conn {
             if content_length.is_some() {
                 headers.remove(CONTENT_LENGTH);
                 if want_raw {
-                    let indices = &mut self.indices[..kept];
-                    let mut w = 0;
-                    for r in 0..indices.len() {
-                        let (ns, ne, _, _) = indices[r];
-                        if !head[ns..ne].eq_ignore_ascii_case(b"content-length") {
-                            indices[w] = indices[r];
-                            w += 1;
-                        }
-                    }
-                    kept = w;
+                    self.indices.retain(|&(ns, ne, _, _)| {
+                        !head[ns..ne].eq_ignore_ascii_case(b"content-length")
+                    });
                 }
                 keep_alive = false;
             }
@@ -358,7 +346,7 @@ impl H1Conn {
         };
         let raw = want_raw.then(|| {
             let mut raw = Box::new(RawHeaders::new(head.clone()));
-            for &(ns, ne, vs, ve) in &self.indices[..kept] {
+            for &(ns, ne, vs, ve) in &self.indices {
                 raw.push(ns..ne, vs..ve);
             }
             raw

@@ -443,7 +443,7 @@ impl Conn {
         if refuse_interim(&mut parts, &mut body) {
             keep_alive = false;
         }
-        let framing = encode_head(&parts, &body, asked, &mut keep_alive, &mut self.wbuf);
+        let framing = encode_response_head(&parts, &body, asked, &mut keep_alive, &mut self.wbuf);
         let mut headers = parts.headers;
         headers.clear();
         self.spare_headers = Some(headers);
@@ -609,7 +609,7 @@ enum Framing {
 /// Writes the response head into `dst` and decides the body's framing, as
 /// hyper's server does (RFC 9112 sections 6 and 9): `None` when no body is
 /// written. Clears `keep_alive` when the connection must close after it.
-fn encode_head(
+fn encode_response_head(
     parts: &http::response::Parts,
     body: &ProxyBody,
     asked: Asked,
@@ -901,7 +901,7 @@ mod tests {
         let (parts, body) = resp.into_parts();
         let mut keep = asked.keep_alive;
         let mut dst = Vec::new();
-        let framing = encode_head(&parts, &body, asked, &mut keep, &mut dst);
+        let framing = encode_response_head(&parts, &body, asked, &mut keep, &mut dst);
         let text = String::from_utf8(dst).expect("utf-8");
         // The date changes; the rest is compared.
         let text = text
@@ -997,7 +997,7 @@ mod tests {
         let (parts, body) = resp.into_parts();
         let mut keep = true;
         let mut dst = Vec::new();
-        encode_head(&parts, &body, GET11, &mut keep, &mut dst);
+        encode_response_head(&parts, &body, GET11, &mut keep, &mut dst);
         let text = String::from_utf8(dst).expect("utf-8");
         assert_eq!(text.matches("date: ").count(), 1, "{text}");
         assert!(
@@ -1006,7 +1006,7 @@ mod tests {
         );
         let mut dst = Vec::new();
         let (parts, body) = Response::new(ProxyBody::Empty).into_parts();
-        encode_head(&parts, &body, GET11, &mut keep, &mut dst);
+        encode_response_head(&parts, &body, GET11, &mut keep, &mut dst);
         let text = String::from_utf8(dst).expect("utf-8");
         assert!(
             text.contains("\r\ndate: ") && text.ends_with(" GMT\r\n\r\n"),
