@@ -160,7 +160,25 @@ impl H1Conn {
         home: Arc<IdleStack<H1Conn>>,
         keep: KeepHeaders,
     ) -> Result<Response<H1Body>, H1Error> {
-        self.io.write_all(head).await?;
+        self.send(head).await?;
+        self.read_response(head_only, home, keep).await
+    }
+
+    /// Writes request heads (one, or several pipelined).
+    pub async fn send(&mut self, heads: &[u8]) -> io::Result<()> {
+        self.io.write_all(heads).await
+    }
+
+    /// Reads the next response head on the connection, as
+    /// [`Self::exchange`] does after its write. Its body must be read to
+    /// its end (the connection then goes to `home`) before the response
+    /// after it, when several requests were pipelined.
+    pub async fn read_response(
+        mut self,
+        head_only: bool,
+        home: Arc<IdleStack<H1Conn>>,
+        keep: KeepHeaders,
+    ) -> Result<Response<H1Body>, H1Error> {
         // Whether any byte of an answer arrived: then a failure is no
         // longer "closed while idle", and the request is not sent again.
         let mut received = false;
@@ -695,11 +713,12 @@ impl H1Body {
         }
     }
 
-    /// The body ended: the connection is reused when it can be.
+    /// The body ended: the connection is reused when it can be. Bytes
+    /// already read past the body are the next pipelined response's, or
+    /// stray: an idle stack's user checks `H1Conn::is_reusable`.
     fn finish(&mut self) {
         if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take())
             && self.keep_alive
-            && conn.buf.is_empty()
         {
             home.push(conn);
         }

@@ -97,6 +97,8 @@ pub struct ShadowRuntime {
     max_body: usize,
     /// Shadow calls running at once.
     running: Semaphore,
+    /// Shadow requests written at once on one connection at most.
+    depth: usize,
     /// Admitted shadow tasks (running or waiting); at most concurrency + queue.
     admitted: AtomicUsize,
     capacity: usize,
@@ -108,18 +110,50 @@ pub struct ShadowRuntime {
 /// A shadow call, boxed for a worker.
 type ShadowCall = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// What a worker is given.
+enum Work {
+    Call(ShadowCall),
+    /// A copy that may share a connection with others (see [`Queued`]).
+    Pipelined(Box<Queued>),
+}
+
+/// A shadow copy that may be pipelined: a body-less request of a safe
+/// method (GET, HEAD, OPTIONS), encoded for the lean exchange, without a
+/// noise check. Those a worker finds queued together are written to one
+/// connection at once (`UpstreamPool::pipeline`), up to
+/// [`PIPELINE_DEPTH`]: one write and mostly one read for all of them,
+/// where each alone costs two system calls and two wake-ups.
+struct Queued {
+    l: Launch,
+    place: Admitted,
+    primary_rx: oneshot::Receiver<Captured>,
+    time_ms: u64,
+}
+
+/// Shadow requests written at once on one connection at most.
+const PIPELINE_DEPTH: usize = 8;
+/// Queued items a worker takes in one go at most.
+const DRAIN_MAX: usize = 256;
+
 /// Long-lived tasks that each run many shadow calls at once. A tokio task
 /// per shadowed request would cost a 128-byte-aligned allocation, which
 /// glibc's malloc serves on its slow path: a third of what launching a
 /// shadow call cost. Calls go round-robin to one worker per runtime thread.
-#[derive(Debug)]
 struct ShadowWorkers {
-    senders: Vec<tokio::sync::mpsc::UnboundedSender<ShadowCall>>,
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<Work>>,
     next: AtomicUsize,
 }
 
+impl std::fmt::Debug for ShadowWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowWorkers")
+            .field("workers", &self.senders.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ShadowWorkers {
-    fn start() -> Self {
+    fn start(depth: usize) -> Self {
         let n = tokio::runtime::Handle::current()
             .metrics()
             .num_workers()
@@ -127,7 +161,7 @@ impl ShadowWorkers {
         let senders = (0..n)
             .map(|_| {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                tokio::spawn(shadow_worker(rx));
+                tokio::spawn(shadow_worker(rx, depth));
                 tx
             })
             .collect();
@@ -137,25 +171,52 @@ impl ShadowWorkers {
         }
     }
 
-    fn run(&self, call: ShadowCall) {
+    fn run(&self, work: Work) {
         let i = self.next.fetch_add(1, Relaxed) % self.senders.len();
         // A worker that is gone (its runtime shutting down): a task of its own.
-        if let Err(back) = self.senders[i].send(call) {
-            tokio::spawn(back.0);
+        if let Err(back) = self.senders[i].send(work) {
+            tokio::spawn(match back.0 {
+                Work::Call(call) => call,
+                Work::Pipelined(q) => Box::pin(run_pipelined(vec![q])),
+            });
         }
     }
 }
 
 /// Runs the calls it is sent until every sender is gone and they finished.
-async fn shadow_worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<ShadowCall>) {
+/// Pipelined copies queued together go out together, grouped by upstream.
+async fn shadow_worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<Work>, depth: usize) {
     use futures_util::stream::{FuturesUnordered, StreamExt};
-    let mut running = FuturesUnordered::new();
+    let mut running: FuturesUnordered<ShadowCall> = FuturesUnordered::new();
+    let mut groups: Vec<Vec<Box<Queued>>> = Vec::new();
     loop {
         tokio::select! {
-            call = rx.recv() => match call {
-                Some(call) => running.push(call),
-                None => break,
-            },
+            work = rx.recv() => {
+                let Some(first) = work else { break };
+                let mut next = Some(first);
+                let mut taken = 0;
+                while let Some(work) = next.take() {
+                    match work {
+                        Work::Call(call) => running.push(call),
+                        Work::Pipelined(q) => {
+                            let same = groups.iter_mut().find(|g| {
+                                g.len() < depth && Arc::ptr_eq(&g[0].l.pool, &q.l.pool)
+                            });
+                            match same {
+                                Some(g) => g.push(q),
+                                None => groups.push(vec![q]),
+                            }
+                        }
+                    }
+                    taken += 1;
+                    if taken < DRAIN_MAX {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                for group in groups.drain(..) {
+                    running.push(Box::pin(run_pipelined(group)));
+                }
+            }
             Some(()) = running.next(), if !running.is_empty() => {}
         }
     }
@@ -169,6 +230,7 @@ impl ShadowRuntime {
             timeout: limits.timeout,
             max_body: usize::try_from(limits.max_request_body).unwrap_or(usize::MAX),
             running: Semaphore::new(limits.concurrency as usize),
+            depth: PIPELINE_DEPTH.min(limits.concurrency as usize).max(1),
             admitted: AtomicUsize::new(0),
             capacity: limits.concurrency as usize + limits.queue as usize,
             workers: std::sync::OnceLock::new(),
@@ -327,10 +389,23 @@ pub fn launch(l: Launch) -> (Dispatch, Option<Pending>) {
     let (primary_tx, primary_rx) = oneshot::channel();
     let time_ms = strangler_shadow::time::now_ms();
     let runtime = l.runtime.clone();
+    let pipelined = matches!(l.request, ShadowRequest::Encoded(_))
+        && l.noise_pool.is_none()
+        && NOISE_METHODS.contains(&l.method.as_str());
+    let work = if pipelined {
+        Work::Pipelined(Box::new(Queued {
+            l,
+            place,
+            primary_rx,
+            time_ms,
+        }))
+    } else {
+        Work::Call(Box::pin(run(l, place, body_rx, primary_rx, time_ms)))
+    };
     runtime
         .workers
-        .get_or_init(ShadowWorkers::start)
-        .run(Box::pin(run(l, place, body_rx, primary_rx, time_ms)));
+        .get_or_init(|| ShadowWorkers::start(runtime.depth))
+        .run(work);
     (
         Dispatch::Sent,
         Some(Pending {
@@ -365,7 +440,7 @@ async fn run(
             }
         },
     };
-    let (mut answer, mut noise) = {
+    let (answer, noise) = {
         let _permit = runtime.running.acquire().await;
         let ask = |pool: Arc<UpstreamPool>| {
             let body = body.clone().map_or(ProxyBody::Empty, ProxyBody::full);
@@ -391,6 +466,133 @@ async fn run(
             None => (ask(l.pool.clone()).await, None),
         }
     };
+    finish(l, place, primary_rx, time_ms, answer, noise).await;
+}
+
+/// Pipelined shadow copies of one upstream (see [`Queued`]): written at
+/// once on one connection, their answers read in order, each under
+/// `[shadow].timeout` from when the one before it was read (its latency
+/// too, so that waiting in line is not counted as the shadow's). When a
+/// connection fails or an answer times out, the copies behind it without
+/// an answer are sent again, each alone (all are safe methods): an
+/// outcome is never the fault of the copy in front of it.
+#[allow(clippy::vec_box)] // boxed as queued: moved, never copied
+async fn run_pipelined(jobs: Vec<Box<Queued>>) {
+    let Some(first) = jobs.first() else {
+        return;
+    };
+    let runtime = first.place.0.clone();
+    let pool = first.l.pool.clone();
+    let sleeps = first.l.sleeps.clone();
+    let n = jobs.len();
+    // The answers of the first copies; those after them are sent again,
+    // alone.
+    let mut answers: Vec<ShadowAnswer> = Vec::with_capacity(n);
+    {
+        // One permit per copy, as when each is sent alone (the depth is at
+        // most the concurrency).
+        let _permits = runtime.running.acquire_many(n as u32).await;
+        let failed = |answers: &mut Vec<ShadowAnswer>, why: &dyn Fn() -> ShadowAnswer| {
+            answers.extend((0..n).map(|_| why()));
+        };
+        // The first copy's latency counts getting a connection, as a copy
+        // sent alone; each next one's starts when the one before was read.
+        let mut started = Instant::now();
+        match sleeps.timeout(runtime.timeout, pool.pipeline(n)).await {
+            Err(_) => failed(&mut answers, &|| ShadowAnswer::TimedOut),
+            Ok(Err(why)) => failed(&mut answers, &|| ShadowAnswer::Failed(why.clone())),
+            Ok(Ok(mut p)) => {
+                let mut heads = Vec::with_capacity(n * 512);
+                for j in &jobs {
+                    if let ShadowRequest::Encoded(head) = &j.l.request {
+                        heads.extend_from_slice(head);
+                    }
+                }
+                let limit = runtime.timeout.saturating_sub(started.elapsed());
+                match sleeps.timeout(limit, p.send(&heads)).await {
+                    Err(_) => failed(&mut answers, &|| ShadowAnswer::TimedOut),
+                    // An idle connection the instance closed meanwhile.
+                    Ok(Err(e)) if !p.is_fresh() && e.nothing_received() => {}
+                    Ok(Err(e)) => {
+                        failed(&mut answers, &|| ShadowAnswer::Failed(e.to_string()));
+                    }
+                    Ok(Ok(())) => {
+                        let key = runtime.pipeline.redactor.key();
+                        for (k, j) in jobs.iter().enumerate() {
+                            if k > 0 {
+                                started = Instant::now();
+                            }
+                            let head_only = j.l.method == http::Method::HEAD;
+                            let one = async {
+                                let resp = p.next(head_only).await.map_err(|e| {
+                                    let resend = e.nothing_received() && (k > 0 || !p.is_fresh());
+                                    (resend, e.to_string())
+                                })?;
+                                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                                capture(
+                                    resp.map(PooledBody::Lean),
+                                    latency_ms,
+                                    runtime.max_body,
+                                    key,
+                                )
+                                .await
+                                .map_err(|e| (false, e))
+                            };
+                            let limit = runtime.timeout.saturating_sub(started.elapsed());
+                            match sleeps.timeout(limit, one).await {
+                                Ok(Ok(c)) => {
+                                    answers.push(ShadowAnswer::Answered(c));
+                                    continue;
+                                }
+                                // Nothing of it came: sent again.
+                                Ok(Err((true, _))) => {}
+                                Ok(Err((false, why))) => answers.push(ShadowAnswer::Failed(why)),
+                                Err(_) => answers.push(ShadowAnswer::TimedOut),
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut jobs = jobs;
+    let rest = jobs.split_off(answers.len());
+    for q in rest {
+        let Queued {
+            l,
+            place,
+            primary_rx,
+            time_ms,
+        } = *q;
+        let call: ShadowCall = Box::pin(run(l, place, None, primary_rx, time_ms));
+        match runtime.workers.get() {
+            Some(w) => w.run(Work::Call(call)),
+            None => drop(tokio::spawn(call)),
+        }
+    }
+    for (q, answer) in jobs.into_iter().zip(answers) {
+        let Queued {
+            l,
+            place,
+            primary_rx,
+            time_ms,
+        } = *q;
+        finish(l, place, primary_rx, time_ms, answer, None).await;
+    }
+}
+
+/// A shadow call's end: waits for the primary's answer, then settles the
+/// comparison here when it can, or queues it for the diff pipeline.
+async fn finish(
+    l: Launch,
+    place: Admitted,
+    primary_rx: oneshot::Receiver<Captured>,
+    time_ms: u64,
+    mut answer: ShadowAnswer,
+    mut noise: Option<ShadowAnswer>,
+) {
+    let runtime = &place.0;
     let Ok(mut primary) = primary_rx.await else {
         l.counts.add(Outcome::PrimaryError);
         return;
@@ -444,12 +646,22 @@ async fn call(
         }
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    capture(resp, latency_ms, cap, l.runtime.pipeline.redactor.key()).await
+}
+
+/// Reads a shadow answer's whole body into its capture.
+async fn capture(
+    resp: http::Response<PooledBody>,
+    latency_ms: f64,
+    cap: usize,
+    key: &Arc<HashKey>,
+) -> Result<Captured, String> {
     let (parts, mut body) = resp.into_parts();
     let raw = match &mut body {
         PooledBody::Lean(b) => b.take_raw_headers(),
         PooledBody::Hyper(_) => None,
     };
-    let mut capture = BodyCapture::new(cap, l.runtime.pipeline.redactor.key());
+    let mut capture = BodyCapture::new(cap, key);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("shadow body failed: {e}"))?;
         if let Some(data) = frame.data_ref() {

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use strangler_rules::config::{Balance, Upstream};
 
 use crate::body::{BoxError, ProxyBody};
-use crate::h1::{H1Body, H1Conn, KeepHeaders};
+use crate::h1::{H1Body, H1Conn, H1Error, KeepHeaders};
 use crate::headers::Forwarding;
 
 /// Idle connections kept per instance at most.
@@ -605,6 +605,36 @@ impl UpstreamPool {
         }
     }
 
+    /// A connection to one picked instance for `requests` body-less
+    /// requests written at once (see [`Pipeline`]): an idle one, or a new
+    /// one. They count in flight on the instance while it lives.
+    pub async fn pipeline(&self, requests: usize) -> Result<Pipeline<'_>, String> {
+        let i = self
+            .pick(&[])
+            .map_err(|_| "no healthy instance".to_string())?;
+        let inst = &self.instances[i];
+        inst.in_flight.fetch_add(requests, Ordering::Relaxed);
+        let mut pipeline = Pipeline {
+            pool: self,
+            i,
+            requests,
+            conn: None,
+            held: Arc::default(),
+            fresh: false,
+            asked: 0,
+        };
+        while let Some(c) = inst.lean_idle.pop() {
+            if c.is_reusable() {
+                pipeline.conn = Some(c);
+                return Ok(pipeline);
+            }
+        }
+        let tcp = Box::pin(self.connect_tcp(i)).await?;
+        pipeline.conn = Some(H1Conn::new(tcp));
+        pipeline.fresh = true;
+        Ok(pipeline)
+    }
+
     /// Sends a request strangler makes on its own (a shadow copy, an
     /// aggregate part) to one instance, counted in flight, without retries
     /// or passive health; the error says what happened.
@@ -714,4 +744,64 @@ fn tls_config() -> rustls::ClientConfig {
             config
         })
         .clone()
+}
+
+/// Several body-less requests of safe methods written to one connection
+/// at once and answered in order (HTTP/1.1 pipelining, RFC 9112 section
+/// 9.3.2): one write and, mostly, one read for all of them instead of one
+/// each. The connection goes back to the instance's idle stack when every
+/// response was read to its end; otherwise it is closed.
+pub struct Pipeline<'a> {
+    pool: &'a UpstreamPool,
+    i: usize,
+    /// Counted in flight on the instance.
+    requests: usize,
+    /// The connection, until a response takes it.
+    conn: Option<H1Conn>,
+    /// Where a response body that ended leaves the connection for the next.
+    held: Arc<IdleStack<H1Conn>>,
+    fresh: bool,
+    /// Responses asked for.
+    asked: usize,
+}
+
+impl Pipeline<'_> {
+    /// Whether the connection is new (not one that was idle, which the
+    /// instance may have closed meanwhile).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Writes the request heads, `h1::encode_head_parts`'s one after another.
+    pub async fn send(&mut self, heads: &[u8]) -> Result<(), H1Error> {
+        let conn = self.conn.as_mut().ok_or(H1Error::ClosedBeforeResponse)?;
+        conn.send(heads).await.map_err(H1Error::Io)
+    }
+
+    /// The next response, its headers raw (see `RawHeaders`). The body of
+    /// the one before must have been read to its end: otherwise, or when
+    /// the instance closed the connection after it, the error says nothing
+    /// was received.
+    pub async fn next(&mut self, head_only: bool) -> Result<Response<H1Body>, H1Error> {
+        let conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.held.pop().ok_or(H1Error::ClosedBeforeResponse)?,
+        };
+        self.asked += 1;
+        conn.read_response(head_only, self.held.clone(), KeepHeaders::Raw)
+            .await
+    }
+}
+
+impl Drop for Pipeline<'_> {
+    fn drop(&mut self) {
+        let inst = &self.pool.instances[self.i];
+        inst.in_flight.fetch_sub(self.requests, Ordering::Relaxed);
+        // Reusable only with every response read: no answer still to come.
+        if self.asked == self.requests
+            && let Some(conn) = self.conn.take().or_else(|| self.held.pop())
+        {
+            inst.lean_idle.push(conn);
+        }
+    }
 }

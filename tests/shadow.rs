@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Answer, Proxy, ScriptedBackend, Seen, client, get, send};
+use support::{Answer, Proxy, RawBackend, RawReply, ScriptedBackend, Seen, client, get, send};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -709,4 +709,84 @@ async fn headers_named_in_connection_are_never_compared() {
     assert!(!r.headers.contains_key("x-hop"), "{:?}", r.headers);
     let s = wait_summary(&proxy, "orders", |s| n(s, "compared") == 1).await;
     assert_eq!(n(&s, "mismatched"), 0, "{s:#}");
+}
+
+const PLAIN_OK: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+
+/// Sends bursts of 16 concurrent GETs (`/api/0` to `/api/15`) until the
+/// shadow has read two copies off the wire together (a pipelined batch),
+/// each burst settled (`settled` of its copies counted) before the next.
+/// Returns how many requests were sent.
+async fn bursts_until_pipelined(
+    proxy: &Proxy,
+    shadow: &RawBackend,
+    settled: impl Fn(&Value) -> u64,
+) -> u64 {
+    let mut sent = 0;
+    for _ in 0..100 {
+        let mut burst = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let url = proxy.url(&format!("/api/{i}"));
+            burst.spawn(async move { get(&client(), &url, &[]).await.status });
+        }
+        while let Some(status) = burst.join_next().await {
+            assert_eq!(status.expect("request task"), 200);
+        }
+        sent += 16;
+        wait_summary(proxy, "orders", |s| settled(s) == sent).await;
+        if shadow.pipelined() > 0 {
+            return sent;
+        }
+    }
+    panic!("copies queued together never shared a connection");
+}
+
+/// Shadow copies queued together share a connection (HTTP/1.1
+/// pipelining). A shadow that answers one request per connection and then
+/// closes it leaves the copies behind the first unanswered: each is sent
+/// again alone, and every copy is compared: none is lost, none is counted
+/// as the shadow's failure.
+#[tokio::test]
+async fn pipelined_copies_a_closed_connection_left_unanswered_are_sent_again() {
+    let mono = RawBackend::start_with(|_| RawReply::keep(PLAIN_OK)).await;
+    let shadow = RawBackend::start_with(|_| RawReply::close(PLAIN_OK)).await;
+    let proxy = Proxy::start(&config(&mono.url(), &shadow.url(), "", ""));
+    let sent = bursts_until_pipelined(&proxy, &shadow, |s| n(s, "compared")).await;
+    let s = summary(&proxy, "orders").await;
+    assert_eq!(n(&s, "matched"), sent, "{s:#}");
+    assert_eq!(
+        n(&s, "shadow_errors") + n(&s, "shadow_timeouts"),
+        0,
+        "{s:#}"
+    );
+    // Each copy answered once (the backend records the heads it answers).
+    assert_eq!(shadow.request_lines().len() as u64, sent);
+}
+
+/// A pipelined copy whose answer never comes times out alone: the copies
+/// behind it on its connection are sent again alone and answered, so a
+/// hung request costs exactly its own outcome.
+#[tokio::test]
+async fn a_hung_pipelined_copy_times_out_alone() {
+    let mono = RawBackend::start_with(|_| RawReply::keep(PLAIN_OK)).await;
+    // Never opened: /api/0 is never answered.
+    let never = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let shadow = RawBackend::start_with(move |head| {
+        if head.starts_with("GET /api/0 ") {
+            RawReply::gated(PLAIN_OK, &never)
+        } else {
+            RawReply::keep(PLAIN_OK)
+        }
+    })
+    .await;
+    let top = "[shadow]\ntimeout = \"300ms\"";
+    let proxy = Proxy::start(&config(&mono.url(), &shadow.url(), "", top));
+    // `compared` counts every outcome, timeouts included.
+    let sent = bursts_until_pipelined(&proxy, &shadow, |s| n(s, "compared")).await;
+    let s = summary(&proxy, "orders").await;
+    let bursts = sent / 16;
+    assert_eq!(n(&s, "shadow_timeouts"), bursts, "{s:#}");
+    assert_eq!(n(&s, "matched"), sent - bursts, "{s:#}");
+    assert_eq!(n(&s, "shadow_errors"), 0, "{s:#}");
 }

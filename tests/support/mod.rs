@@ -806,6 +806,7 @@ pub struct RawBackend {
     pub addr: SocketAddr,
     heads: Arc<Mutex<Vec<String>>>,
     connections: Arc<AtomicUsize>,
+    pipelined: Arc<AtomicUsize>,
 }
 
 /// What a [`RawBackend`] writes for one request head, and whether it then
@@ -867,8 +868,10 @@ impl RawBackend {
         let addr = listener.local_addr().expect("addr");
         let heads = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let pipelined = Arc::new(AtomicUsize::new(0));
         let h = heads.clone();
         let conns = connections.clone();
+        let piped = pipelined.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
@@ -877,6 +880,7 @@ impl RawBackend {
                 conns.fetch_add(1, Ordering::SeqCst);
                 let h = h.clone();
                 let script = script.clone();
+                let piped = piped.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -888,6 +892,10 @@ impl RawBackend {
                             return;
                         }
                         buf.extend_from_slice(&chunk[..n]);
+                        let complete = buf.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                        if complete > 1 {
+                            piped.fetch_add(complete, Ordering::SeqCst);
+                        }
                         // Bodiless requests only: answer each complete head.
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
@@ -911,7 +919,14 @@ impl RawBackend {
             addr,
             heads,
             connections,
+            pipelined,
         }
+    }
+
+    /// Request heads that were read from the wire together with another
+    /// (pipelined: written before the answer to the one in front).
+    pub fn pipelined(&self) -> usize {
+        self.pipelined.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
