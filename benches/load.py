@@ -211,25 +211,37 @@ upstream = "backend"
             "cpu_big": median([x[0] for x in b]),
             "errors": sum(x[2] for x in s + b),
         }
+    # Latency: every target once per round, rounds alternating as for CPU
+    # (one run each drifts with the machine's other load), medians.
+    def latencies(names, rate):
+        lat = {name: [] for name in names}
+        for _ in range(ROUNDS):
+            for name in names:
+                lat[name].append(fixed_rate(f"http://127.0.0.1:{targets[name][1]}/small", rate, SECS))
+        return lat
+
     rate = summary["nginx"]["rps_small"] / 2
-    for name, (pids, port) in targets.items():
-        lat = [fixed_rate(f"http://127.0.0.1:{port}/small", rate, SECS) for _ in range(max(ROUNDS // 2, 1))]
+    # The shadow variants are compared with strangler below, at a rate they
+    # all sustain (nginx's half may be past their saturation).
+    for name in no_big:
+        summary[name].update(p50=float("nan"), p99=float("nan"), p99_all=[])
+    for name, lat in latencies([n for n in targets if n not in no_big], rate).items():
         summary[name]["p50"] = median([x[0] for x in lat])
         summary[name]["p99"] = median([x[1] for x in lat])
+        summary[name]["p99_all"] = [x[1] for x in lat]
         summary[name]["errors"] += sum(x[2] for x in lat)
 
     # Shadowing doubles the upstream work: its latency is compared at half of
     # the slowest shadow variant's saturation rate, which all three sustain.
     shadow_names = ["strangler"] + sorted(no_big)
     shadow_rate = min(summary[n]["rps_small"] for n in shadow_names) / 2
-    for name in shadow_names:
-        pids, port = targets[name]
-        lat = [fixed_rate(f"http://127.0.0.1:{port}/small", shadow_rate, SECS) for _ in range(max(ROUNDS // 2, 1))]
+    for name, lat in latencies(shadow_names, shadow_rate).items():
         summary[name]["shadow_p99"] = median([x[1] for x in lat])
         summary[name]["errors"] += sum(x[2] for x in lat)
 
     base = summary["nginx"]
     print(f"\n{ROUNDS} rounds of {SECS}s, wrk -t1 -c50 on CPU 1, proxies and backend on CPU 0; medians.")
+    print("p99 per round: " + "; ".join(f"{n} " + " ".join(f"{x:.2f}" for x in s["p99_all"]) for n, s in summary.items() if s["p99_all"]))
     print(f"fixed rate for latency: {rate:.0f} req/s (half of nginx's saturation rate)\n")
     print("| proxy | CPU us/req (226 B) | vs nginx | req/s at saturation | p50 ms | p99 ms | p99 vs nginx | CPU us/req (1 MiB) | vs nginx | vs haproxy | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -181,7 +181,8 @@ impl H1Conn {
     ) -> Result<Response<H1Body>, H1Error> {
         // Whether any byte of an answer arrived: then a failure is no
         // longer "closed while idle", and the request is not sent again.
-        let mut received = false;
+        // (Bytes read with the answer in front of it, when pipelined.)
+        let mut received = !self.buf.is_empty();
         loop {
             let parsed = loop {
                 if !self.buf.is_empty() {

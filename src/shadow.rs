@@ -132,6 +132,9 @@ struct Queued {
 
 /// Shadow requests written at once on one connection at most.
 const PIPELINE_DEPTH: usize = 8;
+/// Bytes of request heads written at once at most: a write that cannot
+/// finish while the instance's answers go unread must not happen.
+const PIPELINE_BYTES: usize = 16 * 1024;
 /// Queued items a worker takes in one go at most.
 const DRAIN_MAX: usize = 256;
 
@@ -188,7 +191,8 @@ impl ShadowWorkers {
 async fn shadow_worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<Work>, depth: usize) {
     use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut running: FuturesUnordered<ShadowCall> = FuturesUnordered::new();
-    let mut groups: Vec<Vec<Box<Queued>>> = Vec::new();
+    // Copies to go together: their heads' bytes, and them.
+    let mut groups: Vec<(usize, Vec<Box<Queued>>)> = Vec::new();
     loop {
         tokio::select! {
             work = rx.recv() => {
@@ -199,12 +203,18 @@ async fn shadow_worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<Work>, depth
                     match work {
                         Work::Call(call) => running.push(call),
                         Work::Pipelined(q) => {
-                            let same = groups.iter_mut().find(|g| {
-                                g.len() < depth && Arc::ptr_eq(&g[0].l.pool, &q.l.pool)
+                            let len = q.l.request.encoded_len();
+                            let same = groups.iter_mut().find(|(bytes, g)| {
+                                g.len() < depth
+                                    && bytes + len <= PIPELINE_BYTES
+                                    && Arc::ptr_eq(&g[0].l.pool, &q.l.pool)
                             });
                             match same {
-                                Some(g) => g.push(q),
-                                None => groups.push(vec![q]),
+                                Some((bytes, g)) => {
+                                    *bytes += len;
+                                    g.push(q);
+                                }
+                                None => groups.push((len, vec![q])),
                             }
                         }
                     }
@@ -213,7 +223,7 @@ async fn shadow_worker(mut rx: tokio::sync::mpsc::UnboundedReceiver<Work>, depth
                         next = rx.try_recv().ok();
                     }
                 }
-                for group in groups.drain(..) {
+                for (_, group) in groups.drain(..) {
                     running.push(Box::pin(run_pipelined(group)));
                 }
             }
@@ -239,6 +249,14 @@ impl ShadowRuntime {
 
     pub fn counters(&self) -> &Counters {
         &self.pipeline.counters
+    }
+
+    /// Runs a shadow call on a worker (a task of its own before they start).
+    fn run_call(&self, call: ShadowCall) {
+        match self.workers.get() {
+            Some(w) => w.run(Work::Call(call)),
+            None => drop(tokio::spawn(call)),
+        }
     }
 
     /// Takes a place for one shadow task, or says the queue is full.
@@ -325,6 +343,16 @@ pub enum ShadowRequest {
     Encoded(Vec<u8>),
     /// For everything else: a request is built from these headers.
     Headers(HeaderMap),
+}
+
+impl ShadowRequest {
+    /// Bytes of the encoded head (0 for a header map).
+    fn encoded_len(&self) -> usize {
+        match self {
+            ShadowRequest::Encoded(head) => head.len(),
+            ShadowRequest::Headers(_) => 0,
+        }
+    }
 }
 
 /// The shadow header as the last line of an encoded head.
@@ -470,12 +498,15 @@ async fn run(
 }
 
 /// Pipelined shadow copies of one upstream (see [`Queued`]): written at
-/// once on one connection, their answers read in order, each under
-/// `[shadow].timeout` from when the one before it was read (its latency
-/// too, so that waiting in line is not counted as the shadow's). When a
-/// connection fails or an answer times out, the copies behind it without
-/// an answer are sent again, each alone (all are safe methods): an
-/// outcome is never the fault of the copy in front of it.
+/// once on one connection, their answers read in order, within
+/// `[shadow].timeout` for the whole batch. A copy's latency counts from
+/// when the answer in front of it was read (waiting in line is not the
+/// shadow's time). Each copy is settled, and its permit given back, as
+/// soon as its answer is read. When the connection fails, the write does
+/// not go through, or the time runs out, the copies without an answer
+/// are sent again, each alone (all are safe methods), except the first,
+/// which had the whole time: an outcome is never the fault of the copy in
+/// front of it.
 #[allow(clippy::vec_box)] // boxed as queued: moved, never copied
 async fn run_pipelined(jobs: Vec<Box<Queued>>) {
     let Some(first) = jobs.first() else {
@@ -484,119 +515,153 @@ async fn run_pipelined(jobs: Vec<Box<Queued>>) {
     let runtime = first.place.0.clone();
     let pool = first.l.pool.clone();
     let sleeps = first.l.sleeps.clone();
+    let timeout = runtime.timeout;
     let n = jobs.len();
-    // The answers of the first copies; those after them are sent again,
-    // alone.
-    let mut answers: Vec<ShadowAnswer> = Vec::with_capacity(n);
-    {
-        // One permit per copy, as when each is sent alone (the depth is at
-        // most the concurrency).
-        let _permits = runtime.running.acquire_many(n as u32).await;
-        let failed = |answers: &mut Vec<ShadowAnswer>, why: &dyn Fn() -> ShadowAnswer| {
-            answers.extend((0..n).map(|_| why()));
-        };
-        // The first copy's latency counts getting a connection, as a copy
-        // sent alone; each next one's starts when the one before was read.
-        let mut started = Instant::now();
-        match sleeps.timeout(runtime.timeout, pool.pipeline(n)).await {
-            Err(_) => failed(&mut answers, &|| ShadowAnswer::TimedOut),
-            Ok(Err(why)) => failed(&mut answers, &|| ShadowAnswer::Failed(why.clone())),
-            Ok(Ok(mut p)) => {
-                let mut heads = Vec::with_capacity(n * 512);
-                for j in &jobs {
-                    if let ShadowRequest::Encoded(head) = &j.l.request {
-                        heads.extend_from_slice(head);
-                    }
-                }
-                let limit = runtime.timeout.saturating_sub(started.elapsed());
-                match sleeps.timeout(limit, p.send(&heads)).await {
-                    Err(_) => failed(&mut answers, &|| ShadowAnswer::TimedOut),
-                    // An idle connection the instance closed meanwhile.
-                    Ok(Err(e)) if !p.is_fresh() && e.nothing_received() => {}
-                    Ok(Err(e)) => {
-                        failed(&mut answers, &|| ShadowAnswer::Failed(e.to_string()));
-                    }
-                    Ok(Ok(())) => {
-                        let key = runtime.pipeline.redactor.key();
-                        for (k, j) in jobs.iter().enumerate() {
-                            if k > 0 {
-                                started = Instant::now();
-                            }
-                            let head_only = j.l.method == http::Method::HEAD;
-                            let one = async {
-                                let resp = p.next(head_only).await.map_err(|e| {
-                                    let resend = e.nothing_received() && (k > 0 || !p.is_fresh());
-                                    (resend, e.to_string())
-                                })?;
-                                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                                capture(
-                                    resp.map(PooledBody::Lean),
-                                    latency_ms,
-                                    runtime.max_body,
-                                    key,
-                                )
-                                .await
-                                .map_err(|e| (false, e))
-                            };
-                            let limit = runtime.timeout.saturating_sub(started.elapsed());
-                            match sleeps.timeout(limit, one).await {
-                                Ok(Ok(c)) => {
-                                    answers.push(ShadowAnswer::Answered(c));
-                                    continue;
-                                }
-                                // Nothing of it came: sent again.
-                                Ok(Err((true, _))) => {}
-                                Ok(Err((false, why))) => answers.push(ShadowAnswer::Failed(why)),
-                                Err(_) => answers.push(ShadowAnswer::TimedOut),
-                            }
-                            break;
-                        }
-                    }
+    let mut waiting = std::collections::VecDeque::from(jobs);
+    // What becomes of the copies still waiting at the end.
+    let mut rest = Rest::SendAlone;
+    // One permit per copy, as when each is sent alone (the depth is at most
+    // the concurrency); one goes back with each answer.
+    let mut permits = runtime.running.acquire_many(n as u32).await.ok();
+    // The first copy's latency counts getting a connection, as a copy
+    // sent alone would.
+    let batch_start = Instant::now();
+    let deadline = batch_start + timeout;
+    match sleeps.timeout(timeout, pool.pipeline(n)).await {
+        Err(_) => rest = Rest::TimedOut,
+        Ok(Err(why)) => rest = Rest::Failed(why),
+        Ok(Ok(mut p)) => {
+            let mut heads = Vec::with_capacity(n * 512);
+            for q in &waiting {
+                if let ShadowRequest::Encoded(head) = &q.l.request {
+                    heads.extend_from_slice(head);
                 }
             }
+            let limit = deadline.saturating_duration_since(Instant::now());
+            if let Ok(Ok(())) = sleeps.timeout(limit, p.send(&heads)).await {
+                let key = runtime.pipeline.redactor.key();
+                let mut started = batch_start;
+                let mut k = 0;
+                while let Some(q) = waiting.front() {
+                    let head_only = q.l.method == http::Method::HEAD;
+                    let one = async {
+                        let resp = p.next(head_only).await.map_err(|e| {
+                            let resend = e.nothing_received() && (k > 0 || !p.is_fresh());
+                            (resend, e.to_string())
+                        })?;
+                        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                        capture(
+                            resp.map(PooledBody::Lean),
+                            latency_ms,
+                            runtime.max_body,
+                            key,
+                        )
+                        .await
+                        .map_err(|e| (false, e))
+                    };
+                    let limit = deadline.saturating_duration_since(Instant::now());
+                    let answer = match sleeps.timeout(limit, one).await {
+                        Ok(Ok(c)) => ShadowAnswer::Answered(c),
+                        // Nothing of it came: sent again.
+                        Ok(Err((true, _))) => break,
+                        Ok(Err((false, why))) => ShadowAnswer::Failed(why),
+                        // The first copy had its whole time.
+                        Err(_) if k == 0 => ShadowAnswer::TimedOut,
+                        // The others waited behind it: sent again.
+                        Err(_) => break,
+                    };
+                    let failed = !matches!(answer, ShadowAnswer::Answered(_));
+                    if let Some(q) = waiting.pop_front() {
+                        if let Some(all) = permits.as_mut() {
+                            drop(all.split(1));
+                        }
+                        settle_now(*q, answer, &runtime);
+                    }
+                    if failed {
+                        // The connection is gone.
+                        break;
+                    }
+                    k += 1;
+                    started = Instant::now();
+                }
+            }
+            // A write that failed or did not go through: all sent again.
         }
     }
-    let mut jobs = jobs;
-    let rest = jobs.split_off(answers.len());
-    for q in rest {
-        let Queued {
-            l,
-            place,
-            primary_rx,
-            time_ms,
-        } = *q;
-        let call: ShadowCall = Box::pin(run(l, place, None, primary_rx, time_ms));
-        match runtime.workers.get() {
-            Some(w) => w.run(Work::Call(call)),
-            None => drop(tokio::spawn(call)),
+    drop(permits);
+    for q in waiting {
+        match &rest {
+            Rest::SendAlone => {
+                let Queued {
+                    l,
+                    place,
+                    primary_rx,
+                    time_ms,
+                } = *q;
+                runtime.run_call(Box::pin(run(l, place, None, primary_rx, time_ms)));
+            }
+            Rest::TimedOut => settle_now(*q, ShadowAnswer::TimedOut, &runtime),
+            Rest::Failed(why) => settle_now(*q, ShadowAnswer::Failed(why.clone()), &runtime),
         }
-    }
-    for (q, answer) in jobs.into_iter().zip(answers) {
-        let Queued {
-            l,
-            place,
-            primary_rx,
-            time_ms,
-        } = *q;
-        finish(l, place, primary_rx, time_ms, answer, None).await;
     }
 }
 
-/// A shadow call's end: waits for the primary's answer, then settles the
-/// comparison here when it can, or queues it for the diff pipeline.
+/// What becomes of pipelined copies without an answer.
+enum Rest {
+    SendAlone,
+    /// No connection in time: each alone would not have had one either.
+    TimedOut,
+    /// No connection: the reason.
+    Failed(String),
+}
+
+/// Settles a pipelined copy with its answer: here when the primary's is
+/// in, otherwise on a worker once it is (a copy never waits for another
+/// copy's primary).
+fn settle_now(q: Queued, answer: ShadowAnswer, runtime: &Arc<ShadowRuntime>) {
+    let Queued {
+        l,
+        place,
+        mut primary_rx,
+        time_ms,
+    } = q;
+    match primary_rx.try_recv() {
+        Ok(primary) => settle(l, place, primary, time_ms, answer, None),
+        Err(oneshot::error::TryRecvError::Empty) => {
+            runtime.run_call(Box::pin(finish(
+                l, place, primary_rx, time_ms, answer, None,
+            )));
+        }
+        Err(oneshot::error::TryRecvError::Closed) => l.counts.add(Outcome::PrimaryError),
+    }
+}
+
+/// A shadow call's end: waits for the primary's answer, then settles.
 async fn finish(
     l: Launch,
     place: Admitted,
     primary_rx: oneshot::Receiver<Captured>,
     time_ms: u64,
+    answer: ShadowAnswer,
+    noise: Option<ShadowAnswer>,
+) {
+    match primary_rx.await {
+        Ok(primary) => settle(l, place, primary, time_ms, answer, noise),
+        Err(_) => l.counts.add(Outcome::PrimaryError),
+    }
+}
+
+/// Settles the comparison here when it can, or queues it for the diff
+/// pipeline.
+fn settle(
+    l: Launch,
+    place: Admitted,
+    mut primary: Captured,
+    time_ms: u64,
     mut answer: ShadowAnswer,
     mut noise: Option<ShadowAnswer>,
 ) {
     let runtime = &place.0;
-    let Ok(mut primary) = primary_rx.await else {
-        l.counts.add(Outcome::PrimaryError);
-        return;
-    };
     if settle_quickly(&l.comparator, &l.counts, &primary, &answer, noise.as_ref()) {
         return;
     }
