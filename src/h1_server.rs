@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 use crate::body::ProxyBody;
 use crate::drain::Ticket;
 use crate::error::ProxyError;
+use crate::send_timeout::SendTimeout;
 use crate::state::Shared;
 use crate::timer::PooledSleep;
 
@@ -44,6 +45,8 @@ pub struct Limits {
     /// A request head must arrive within this time of the connection
     /// becoming ready for it; also the idle keep-alive timeout.
     pub header_read_timeout: Duration,
+    /// A write to the client that makes no progress for this long fails.
+    pub send_timeout: Duration,
     /// Largest request head; beyond it: 431.
     pub max_header_bytes: usize,
     /// Most request headers; beyond them: 431.
@@ -111,7 +114,7 @@ enum Wait {
 
 /// One client connection on the lean path.
 struct Conn {
-    stream: TcpStream,
+    stream: SendTimeout<TcpStream>,
     /// Bytes read and not yet consumed.
     rbuf: BytesMut,
     /// The response head and small body chunks, before they are written.
@@ -135,7 +138,7 @@ pub async fn serve(
     mut ticket: Ticket,
 ) {
     let mut conn = Conn {
-        stream,
+        stream: SendTimeout::new(stream, server.limits.send_timeout, peer),
         rbuf: BytesMut::new(),
         wbuf: Vec::new(),
         indices: Vec::new(),
@@ -422,7 +425,7 @@ impl Conn {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
             }
-            if client_left(&self.stream, &mut self.rbuf, cx) {
+            if client_left(self.stream.get_ref(), &mut self.rbuf, cx) {
                 return Poll::Ready(None);
             }
             Poll::Pending
@@ -457,7 +460,7 @@ impl Conn {
                 Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
                 // Nothing more for now: what is gathered goes out first.
                 Poll::Pending if !self.wbuf.is_empty() => Poll::Ready(Step::Flush),
-                Poll::Pending if client_left(&self.stream, &mut self.rbuf, cx) => {
+                Poll::Pending if client_left(self.stream.get_ref(), &mut self.rbuf, cx) => {
                     Poll::Ready(Step::ClientLeft)
                 }
                 Poll::Pending => Poll::Pending,
@@ -810,7 +813,11 @@ fn client_left(stream: &TcpStream, rbuf: &mut BytesMut, cx: &mut Context<'_>) ->
 
 /// Writes `head` then `data` in as few system calls as the kernel allows,
 /// and empties `head`.
-async fn write_both(stream: &mut TcpStream, head: &mut Vec<u8>, data: &[u8]) -> io::Result<()> {
+async fn write_both(
+    stream: &mut SendTimeout<TcpStream>,
+    head: &mut Vec<u8>,
+    data: &[u8],
+) -> io::Result<()> {
     let (mut a, mut b) = (0, 0);
     while a < head.len() || b < data.len() {
         let bufs = [IoSlice::new(&head[a..]), IoSlice::new(&data[b..])];
@@ -830,7 +837,7 @@ async fn write_both(stream: &mut TcpStream, head: &mut Vec<u8>, data: &[u8]) -> 
 /// again from here.
 struct Prefixed {
     prefix: BytesMut,
-    io: TcpStream,
+    io: SendTimeout<TcpStream>,
 }
 
 impl AsyncRead for Prefixed {

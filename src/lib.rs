@@ -26,6 +26,7 @@ pub mod per_route;
 pub mod proxy;
 pub mod ramp;
 pub mod ratelimit;
+pub mod send_timeout;
 pub mod serve;
 pub mod server;
 pub mod shadow;

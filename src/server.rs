@@ -57,6 +57,7 @@ pub async fn run(
             hyper: builder.clone(),
             limits: crate::h1_server::Limits {
                 header_read_timeout: listen.header_read_timeout,
+                send_timeout: listen.send_timeout,
                 max_header_bytes: listen.max_header_bytes.max(8192),
                 max_headers: listen.max_headers,
             },
@@ -130,6 +131,7 @@ fn serve_connection(
             let acceptor = acceptor.clone();
             let lean = lean.clone();
             let handshake_timeout = lean.limits.header_read_timeout;
+            let send_timeout = lean.limits.send_timeout;
             tokio::spawn(async move {
                 let tls_stream =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -146,7 +148,14 @@ fn serve_connection(
                 let service = crate::h1_server::hyper_service(lean.shared.clone(), peer, peer_ip);
                 let conn = lean
                     .hyper
-                    .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(crate::send_timeout::SendTimeout::new(
+                            tls_stream,
+                            send_timeout,
+                            peer,
+                        )),
+                        service,
+                    )
                     .into_owned();
                 if let Err(e) = ticket.watch(conn).await {
                     tracing::debug!(%peer, "connection ended with error: {e}");

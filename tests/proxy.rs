@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Backend, Proxy, WireClient, client, get, raw, send};
+use support::{Backend, Proxy, RawBackend, RawReply, WireClient, client, get, raw, send};
 
 fn upstreams(list: &[(&str, &Backend)]) -> String {
     list.iter()
@@ -1355,4 +1355,47 @@ async fn draining_closes_idle_connections_and_finishes_busy_ones_with_connection
             .expect("join"),
         Some(0)
     );
+}
+
+/// A client that stops reading its answer is cut off after `send_timeout`
+/// (nginx's send_timeout): on the lean path (a GET) and on hyper's (a
+/// request with a body), rather than holding its connection, and the
+/// upstream's behind it, for as long as it likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Far more than the socket buffers between the upstream and the client.
+    const BODY: usize = 32 << 20;
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {BODY}\r\n\r\n"
+    )
+    .into_bytes();
+    answer.resize(answer.len() + BODY, b'x');
+    let big = RawBackend::start_with(move |_| RawReply::keep(&answer)).await;
+    let cfg = format!(
+        "[upstreams.big]\nurls = [\"{}\"]\n[default]\nupstream = \"big\"\n",
+        big.url()
+    );
+    let mut proxy = Proxy::start_with("send_timeout = \"300ms\"", &cfg, &[]);
+    let requests = [
+        "GET /big HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST /big HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\n\r\nhello",
+    ];
+    for (n, request) in requests.iter().enumerate() {
+        let mut c = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        c.write_all(request.as_bytes()).await.expect("write");
+        // Nothing read: the proxy's writes stall until it gives up.
+        proxy.wait_for_logs("stopped reading its answer", n + 1);
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "{request:?}: the connection stayed open");
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{request:?}");
+        assert!(
+            got.len() < BODY,
+            "{request:?}: the whole answer went through ({} bytes)",
+            got.len()
+        );
+    }
 }

@@ -24,6 +24,7 @@ pub mod defaults {
     pub const TOKEN_ENV: &str = "STRANGLER_ADMIN_TOKEN";
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
     pub const MAX_HEADER_BYTES: usize = 64 * 1024;
     pub const MAX_HEADERS: usize = 100;
     pub const H2_MAX_STREAMS: u32 = 256;
@@ -88,6 +89,9 @@ pub struct Listen {
     /// connection becoming ready for it (HTTP/1): it cuts off slow clients
     /// and is also the idle keep-alive timeout.
     pub header_read_timeout: Duration,
+    /// A write to a client that makes no progress for this long closes
+    /// the connection (a client that stopped reading its answer).
+    pub send_timeout: Duration,
     /// Largest request head accepted; beyond it: 431.
     pub max_header_bytes: usize,
     /// Most request headers accepted; beyond it: 431.
@@ -604,6 +608,11 @@ impl Validator {
                 "listen.header_read_timeout",
                 f.listen.header_read_timeout.as_deref(),
                 defaults::HEADER_READ_TIMEOUT,
+            ),
+            send_timeout: self.duration(
+                "listen.send_timeout",
+                f.listen.send_timeout.as_deref(),
+                defaults::SEND_TIMEOUT,
             ),
             max_header_bytes: f
                 .listen

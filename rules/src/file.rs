@@ -38,6 +38,7 @@ pub struct ListenFile {
     pub drain_timeout: Option<String>,
     pub tls: Option<TlsFile>,
     pub header_read_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub h2_max_streams: Option<u32>,

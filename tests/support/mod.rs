@@ -446,8 +446,19 @@ impl Proxy {
 
     /// Waits for a log line containing `needle`; returns it.
     pub fn wait_for_log(&mut self, needle: &str) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
+        self.wait_for_logs(needle, 1)
+    }
+
+    /// Waits for the `n`th log line containing `needle` and returns it.
+    pub fn wait_for_logs(&mut self, needle: &str, n: usize) -> String {
+        let mut found = 0;
+        for l in &self.seen {
+            if l.contains(needle) {
+                found += 1;
+                if found == n {
+                    return l.clone();
+                }
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -455,7 +466,10 @@ impl Proxy {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.contains(needle) {
-                        return line;
+                        found += 1;
+                        if found == n {
+                            return line;
+                        }
                     }
                 }
                 Err(_) => break,
