@@ -37,9 +37,10 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let method = parts.method.clone();
     let client = client_ip(&parts.headers, peer.ip(), live.config().listen.trusted_hops);
-    // Answers strangler gives itself before an upstream is chosen.
+    // Answers strangler gives itself before an upstream is chosen: an
+    // error's, or a response made here.
     macro_rules! refuse {
-        ($route:expr, $err:expr) => {
+        ($route:expr, response $resp:expr) => {
             return Ok(finish(
                 &shared,
                 &parts,
@@ -49,8 +50,11 @@ pub async fn handle(
                 None,
                 None,
                 Dispatch::None,
-                $err.response($route, None),
+                $resp,
             ))
+        };
+        ($route:expr, $err:expr) => {
+            refuse!($route, response $err.response($route, None))
         };
     }
 
@@ -119,17 +123,7 @@ pub async fn handle(
                 client,
             ))
             .await;
-            return Ok(finish(
-                &shared,
-                &parts,
-                client,
-                start,
-                Some(config.aggregates[i].name.as_str()),
-                None,
-                None,
-                Dispatch::None,
-                resp,
-            ));
+            refuse!(Some(config.aggregates[i].name.as_str()), response resp);
         }
     };
     let route_name = route.map(|r| r.name.as_str());
@@ -149,17 +143,7 @@ pub async fn handle(
                 };
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, challenge);
-                return Ok(finish(
-                    &shared,
-                    &parts,
-                    client,
-                    start,
-                    route_name,
-                    None,
-                    None,
-                    Dispatch::None,
-                    resp,
-                ));
+                refuse!(route_name, response resp);
             }
         }
     }
@@ -191,17 +175,7 @@ pub async fn handle(
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             h.insert(RATELIMIT_POLICY, headers.0);
             h.insert(RATELIMIT, headers.1);
-            return Ok(finish(
-                &shared,
-                &parts,
-                client,
-                start,
-                route_name,
-                None,
-                None,
-                Dispatch::None,
-                resp,
-            ));
+            refuse!(route_name, response resp);
         }
         rate_headers = Some(headers);
     }
