@@ -113,8 +113,8 @@ enum Wait {
 }
 
 /// One client connection on the lean path.
-struct Conn {
-    stream: SendTimeout<TcpStream>,
+struct Conn<S> {
+    stream: SendTimeout<S>,
     /// Bytes read and not yet consumed.
     rbuf: BytesMut,
     /// The response head and small body chunks, before they are written.
@@ -130,8 +130,8 @@ struct Conn {
 }
 
 /// Serves one plain-TCP connection until it closes or is handed to hyper.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<S: ClientStream>(
+    stream: S,
     peer: SocketAddr,
     peer_ip: HeaderValue,
     server: Arc<Server>,
@@ -210,8 +210,8 @@ pub fn hyper_service(
 
 /// hyper serves the rest of the connection, starting with the bytes read
 /// and not yet consumed.
-async fn hand_off(
-    conn: Conn,
+async fn hand_off<S: ClientStream>(
+    conn: Conn<S>,
     peer: SocketAddr,
     peer_ip: HeaderValue,
     server: &Server,
@@ -231,7 +231,7 @@ async fn hand_off(
     }
 }
 
-impl Conn {
+impl<S: ClientStream> Conn<S> {
     /// Reads and parses the next request head.
     async fn read_request(&mut self, server: &Server, ticket: &mut Ticket, first: bool) -> Next {
         let limits = &server.limits;
@@ -425,7 +425,7 @@ impl Conn {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
             }
-            if client_left(self.stream.get_ref(), &mut self.rbuf, cx) {
+            if client_left(self.stream.get_mut(), &mut self.rbuf, cx) {
                 return Poll::Ready(None);
             }
             Poll::Pending
@@ -460,7 +460,7 @@ impl Conn {
                 Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
                 // Nothing more for now: what is gathered goes out first.
                 Poll::Pending if !self.wbuf.is_empty() => Poll::Ready(Step::Flush),
-                Poll::Pending if client_left(self.stream.get_ref(), &mut self.rbuf, cx) => {
+                Poll::Pending if client_left(self.stream.get_mut(), &mut self.rbuf, cx) => {
                     Poll::Ready(Step::ClientLeft)
                 }
                 Poll::Pending => Poll::Pending,
@@ -551,7 +551,9 @@ impl Conn {
     async fn flush(&mut self) -> io::Result<()> {
         let r = self.stream.write_all(&self.wbuf).await;
         self.wbuf.clear();
-        r
+        r?;
+        // TLS keeps what it could not send yet (a no-op for TCP).
+        self.stream.flush().await
     }
 
     /// Closes the connection: what was written goes out, then what the
@@ -789,10 +791,51 @@ fn http_date(dst: &mut Vec<u8>) {
 /// response is being made. Bytes that arrive meanwhile (a pipelined
 /// request) are kept; while some are held nothing more is read, as hyper
 /// does. Costs no system call unless the socket was reported readable.
-fn client_left(stream: &TcpStream, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+fn client_left<S: ClientStream>(stream: &mut S, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
     if !rbuf.is_empty() {
         return false;
     }
+    stream.poll_left(rbuf, cx)
+}
+
+/// A client connection the lean path serves: plain TCP, or TLS that
+/// negotiated HTTP/1.1.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// [`client_left`] with nothing held: reads what came (kept in
+    /// `rbuf`) and says whether the client closed or the connection failed.
+    fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool;
+}
+
+impl ClientStream for TcpStream {
+    fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+        tcp_left(self, rbuf, cx)
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    /// Readiness of the socket says nothing of what TLS records decrypt
+    /// to: a read says.
+    fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+        rbuf.reserve(READ_SIZE);
+        let len = rbuf.len();
+        let mut read = ReadBuf::uninit(rbuf.spare_capacity_mut());
+        match Pin::new(self).poll_read(cx, &mut read) {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                // SAFETY: poll_read initialised the first `n` bytes of the
+                // spare capacity (ReadBuf tracks them).
+                unsafe { rbuf.set_len(len + n) };
+                n == 0
+            }
+        }
+    }
+}
+
+/// [`client_left`] for plain TCP. Costs no system call unless the socket
+/// was reported readable.
+fn tcp_left(stream: &TcpStream, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
     loop {
         match stream.poll_read_ready(cx) {
             Poll::Pending => return false,
@@ -813,8 +856,8 @@ fn client_left(stream: &TcpStream, rbuf: &mut BytesMut, cx: &mut Context<'_>) ->
 
 /// Writes `head` then `data` in as few system calls as the kernel allows,
 /// and empties `head`.
-async fn write_both(
-    stream: &mut SendTimeout<TcpStream>,
+async fn write_both<S: ClientStream>(
+    stream: &mut SendTimeout<S>,
     head: &mut Vec<u8>,
     data: &[u8],
 ) -> io::Result<()> {
@@ -830,17 +873,18 @@ async fn write_both(
         b += n - from_head;
     }
     head.clear();
-    Ok(())
+    // TLS keeps what it could not send yet (a no-op for TCP).
+    stream.flush().await
 }
 
 /// A connection whose first bytes were already read: hyper reads them
 /// again from here.
-struct Prefixed {
+struct Prefixed<S> {
     prefix: BytesMut,
-    io: SendTimeout<TcpStream>,
+    io: SendTimeout<S>,
 }
 
-impl AsyncRead for Prefixed {
+impl<S: ClientStream> AsyncRead for Prefixed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -857,7 +901,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: ClientStream> AsyncWrite for Prefixed<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

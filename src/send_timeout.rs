@@ -40,6 +40,10 @@ impl<S> SendTimeout<S> {
         &self.io
     }
 
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
     /// A write is waiting for the client: the timer runs from the first
     /// wait after progress; when it fires, the write fails.
     fn wait<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {

@@ -145,6 +145,10 @@ fn serve_connection(
                             return;
                         }
                     };
+                // HTTP/1.1 (or no ALPN) takes the lean path, as on plain TCP.
+                if tls_stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return crate::h1_server::serve(tls_stream, peer, peer_ip, lean, ticket).await;
+                }
                 let service = crate::h1_server::hyper_service(lean.shared.clone(), peer, peer_ip);
                 let conn = lean
                     .hyper

@@ -589,29 +589,37 @@ async fn http2_with_prior_knowledge() {
     assert_eq!(r.seen_header("via"), vec!["2 strangler"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_h2_by_alpn() {
+/// A proxy listening with TLS (a certificate for `localhost` made here),
+/// its upstream, and a client TLS config that trusts it.
+fn tls_proxy(a: &Backend) -> (Proxy, rustls::ClientConfig) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let a = Backend::start("a").await;
     let dir = tempfile::tempdir().expect("dir");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let cert_path = dir.path().join("cert.pem");
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
-    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", a)]));
     let tls = format!(
         "tls = {{ cert = \"{}\", key = \"{}\" }}",
         cert_path.display(),
         key_path.display()
     );
     let proxy = Proxy::start_with(&tls, &cfg, &[]);
-
+    // The files are read at start.
+    drop(dir);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).expect("root");
     let tls_config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    (proxy, tls_config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_h2_by_alpn() {
+    let a = Backend::start("a").await;
+    let (proxy, tls_config) = tls_proxy(&a);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config)
         .https_only()
@@ -1398,4 +1406,53 @@ async fn a_client_that_stops_reading_is_cut_off() {
             got.len()
         );
     }
+}
+
+/// HTTP/1.1 over TLS takes the lean path as plain TCP does: keep-alive,
+/// a request with a body (handed to hyper mid-connection), forwarding
+/// headers saying https, and a malformed head answered with the JSON 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_http1_keeps_alive_and_answers_like_plain_tcp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let (proxy, mut tls_config) = tls_proxy(&a);
+    tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        connector
+            .connect(name.clone(), tcp)
+            .await
+            .expect("handshake")
+    };
+
+    let tls = connect().await;
+    let mut c = WireClient::new(tls);
+    for i in 0..3 {
+        c.send(format!("GET /k/{i} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await;
+        let r = c.response(false).await;
+        assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+        let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(j["path"], format!("/k/{i}"));
+        assert_eq!(j["headers"]["x-forwarded-proto"][0], "https");
+    }
+    c.send(b"POST /body HTTP/1.1\r\nHost: localhost\r\ncontent-length: 5\r\n\r\nhello")
+        .await;
+    let r = c.response(false).await;
+    assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+    assert_eq!(a.requests(), 4, "one connection carried every request");
+
+    let mut bad = connect().await;
+    bad.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\nbad header\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    bad.read_to_end(&mut got).await.ok();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains(r#""error":"#), "a JSON error body: {text}");
 }

@@ -984,14 +984,21 @@ impl WireResponse {
 
 /// A client connection that writes raw bytes and reads responses one at a
 /// time, decoding content-length, chunked and close-delimited bodies.
-pub struct WireClient {
-    pub stream: tokio::net::TcpStream,
+pub struct WireClient<S = tokio::net::TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
 impl WireClient {
     pub async fn connect(addr: SocketAddr) -> WireClient {
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        WireClient::new(stream)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> WireClient<S> {
+    /// Over a connection made elsewhere (TLS, say).
+    pub fn new(stream: S) -> WireClient<S> {
         WireClient {
             stream,
             buf: Vec::new(),
