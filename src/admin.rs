@@ -798,6 +798,20 @@ fn history(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlError> {
         Some(v) => v.history(route.as_deref(), limit)?,
         None => Vec::new(),
     };
+    // A route neither configured nor ever changed: a typo, said as such
+    // (as diffs and every route action do).
+    if let Some(r) = &route
+        && records.is_empty()
+        && !shared
+            .live
+            .load()
+            .config()
+            .routes
+            .iter()
+            .any(|x| &x.name == r)
+    {
+        return Err(ControlError::NotFound(format!("no route named \"{r}\"")));
+    }
     Ok(json!({"versions": records.into_iter().map(version_json).collect::<Vec<_>>()}))
 }
 

@@ -9,6 +9,18 @@ use clap::{Parser, Subcommand};
 
 use crate::config_file;
 
+/// The admin API the CLI talks to unless told otherwise.
+const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
+
+/// `n thing` or `n things`.
+pub fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "strangler",
@@ -21,7 +33,7 @@ pub struct Cli {
         long,
         global = true,
         env = "STRANGLER_ADMIN",
-        default_value = "http://127.0.0.1:9901"
+        default_value = DEFAULT_ADMIN
     )]
     pub admin: String,
     /// Who is making a change, recorded in history (default: $USER@hostname).
@@ -94,6 +106,7 @@ pub enum Command {
     Shift {
         route: String,
         /// 0-100, e.g. 25 or 12.5.
+        #[arg(allow_negative_numbers = true)]
         percent: String,
         /// The upstream to shift to; needed when the route has none or several besides the default.
         #[arg(long)]
@@ -216,7 +229,7 @@ pub enum OnOff {
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     // Usage errors exit 1 ("invalid"); 2 is kept for "cannot reach the proxy".
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             match e.kind() {
@@ -260,6 +273,10 @@ pub fn main() -> ExitCode {
             }
         }
     };
+    // An empty STRANGLER_ADMIN (or --admin "") means the default.
+    if cli.admin.trim().is_empty() {
+        cli.admin = DEFAULT_ADMIN.to_string();
+    }
     if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
         restore_sigpipe();
     }
@@ -453,11 +470,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                 return ExitCode::from(1);
             }
             println!(
-                "{}: ok ({} upstreams, {} routes, {} aggregates)",
+                "{}: ok ({}, {}, {})",
                 path.display(),
-                config.upstreams.len(),
-                config.routes.len(),
-                config.aggregates.len()
+                count(config.upstreams.len(), "upstream"),
+                count(config.routes.len(), "route"),
+                count(config.aggregates.len(), "aggregate")
             );
             ExitCode::SUCCESS
         }

@@ -75,7 +75,7 @@ pub fn list(
         let n = |k: &str| r[k].as_u64().unwrap_or(0);
         let noise_only = n("mismatched").saturating_sub(n("mismatched_real"));
         println!(
-            "{}: {} compared, {} matched, {} mismatched{}, {} shadow errors, {} timeouts: {:.1}% really differ",
+            "{}: {} compared, {} matched, {} mismatched{}, {}, {}: {:.1}% really differ",
             r["route"].as_str().unwrap_or(""),
             n("compared"),
             n("matched"),
@@ -85,8 +85,8 @@ pub fn list(
             } else {
                 String::new()
             },
-            n("shadow_errors"),
-            n("shadow_timeouts"),
+            crate::cli::count(n("shadow_errors") as usize, "shadow error"),
+            crate::cli::count(n("shadow_timeouts") as usize, "timeout"),
             r["mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0
         );
         if n("noise_checked") > 0 {

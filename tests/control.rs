@@ -356,7 +356,13 @@ async fn cli_exit_codes_and_explain_live() {
     let proxy = Proxy::start(&config(&mono, &orders, "orders = 10, monolith = 90"));
     for (args, code, msg) in [
         (vec!["shift", "orders", "150"], 1, "invalid percent \"150\""),
+        (vec!["shift", "orders", "-5"], 1, "invalid percent \"-5\""),
         (vec!["shift", "nope", "10"], 1, "unknown route \"nope\""),
+        (
+            vec!["history", "--route", "nope"],
+            1,
+            "no route named \"nope\"",
+        ),
         (
             vec!["shift", "orders", "10", "--to", "ghost"],
             1,
@@ -404,6 +410,18 @@ async fn cli_exit_codes_and_explain_live() {
     assert_eq!(
         err.trim(),
         "cannot reach strangler admin at http://127.0.0.1:9: connection refused"
+    );
+    // An empty STRANGLER_ADMIN is no address: the default is used.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .arg("status")
+        .env("STRANGLER_ADMIN", "")
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert!(!err.contains("invalid --admin URL"), "{err}");
+    assert!(
+        out.status.success() || err.contains("http://127.0.0.1:9901"),
+        "{err}"
     );
 }
 
