@@ -173,7 +173,13 @@ async fn handle(
         _ => {}
     }
     if !authorized(auth, &req) {
-        let mut r = error(401, "missing or wrong admin token");
+        let mut r = error(
+            401,
+            format!(
+                "missing or wrong admin token: send the proxy's ${} as a bearer token (the CLI sends $STRANGLER_ADMIN_TOKEN)",
+                shared.live.load().config().admin.token_env
+            ),
+        );
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer"),
@@ -669,9 +675,13 @@ async fn shift(
     let default = config.default_upstream;
     let target = match to {
         Some(t) => {
-            let id = config
-                .upstream_id(t)
-                .ok_or_else(|| ControlError::Invalid(format!("unknown upstream \"{t}\"")))?;
+            let id = config.upstream_id(t).ok_or_else(|| {
+                let known: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+                ControlError::Invalid(format!(
+                    "unknown upstream \"{t}\" (known: {})",
+                    known.join(", ")
+                ))
+            })?;
             if id == default {
                 return Err(ControlError::Invalid(format!(
                     "\"{t}\" is the default upstream; shift moves traffic to a new service (use rollback to send everything to {t})"

@@ -243,7 +243,9 @@ pub fn status(c: &AdminClient, as_json: bool) -> ExitCode {
             println!(
                 "  split   {}{}",
                 fmt_split(&r["split"]),
-                if over {
+                if r["rolled_back"].as_bool().unwrap_or(false) {
+                    format!("   (ROLLED BACK; file: {})", fmt_split(&r["file_split"]))
+                } else if over {
                     format!("   (override; file: {})", fmt_split(&r["file_split"]))
                 } else {
                     String::new()

@@ -116,13 +116,6 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
         .data
         .clone()
         .unwrap_or_else(|| PathBuf::from(&config.store.path));
-    let store = match open_store(&store_path) {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
-        }
-    };
     let tls = match &config.listen.tls {
         Some(t) => match crate::server::tls_acceptor(&t.cert, &t.key) {
             Ok(a) => Some(a),
@@ -163,6 +156,15 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
         }
     };
     let admin_bound = admin_listener.local_addr().unwrap_or(admin_addr);
+    // Opened once the addresses are ours: a start that fails leaves no
+    // store directory behind.
+    let store = match open_store(&store_path) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     if token.is_none() {
         tracing::warn!(
             "{} is not set: the admin API on {admin_bound} needs no token (loopback only)",

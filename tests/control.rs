@@ -176,6 +176,8 @@ async fn history_revert_reset_and_reload_keep_an_exact_record() {
             .status
             .success()
     );
+    let shown = text(&proxy.cli(&["status"]).stdout);
+    assert!(shown.contains("(ROLLED BACK; file: "), "{shown}");
 
     let out = proxy.cli(&["history", "--json"]);
     let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history JSON");
@@ -366,7 +368,7 @@ async fn cli_exit_codes_and_explain_live() {
         (
             vec!["shift", "orders", "10", "--to", "ghost"],
             1,
-            "unknown upstream \"ghost\"",
+            "unknown upstream \"ghost\" (known: monolith, orders)",
         ),
         (
             vec!["shift", "orders", "10", "--to", "monolith"],

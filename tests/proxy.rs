@@ -1456,3 +1456,32 @@ async fn tls_http1_keeps_alive_and_answers_like_plain_tcp() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains(r#""error":"#), "a JSON error body: {text}");
 }
+
+/// A start that fails (the proxy's address is taken) is exit 1 and
+/// leaves no store directory behind.
+#[test]
+fn an_address_in_use_is_exit_1_and_leaves_nothing_on_disk() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("strangler.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nproxy = \"{addr}\"\nadmin = \"127.0.0.1:0\"\n[upstreams.a]\nurls = [\"http://127.0.0.1:9\"]\n[default]\nupstream = \"a\"\n"
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(!data.exists(), "a failed start created the store");
+}

@@ -254,7 +254,8 @@ fn draw_routes(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         (
             vec![
                 "ROUTE",
-                "SPLIT (new side)",
+                // The split column gives way first when the width is short.
+                "SPLIT (new)",
                 "STATE",
                 "FILE",
                 "MATCH",
