@@ -67,6 +67,28 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
 /// admin API from anything else that answers on that address.
 pub const ADMIN_MARKER: &str = "x-strangler-admin";
 
+/// The method a known admin path takes (the 405's `Allow`); None for a
+/// path that is no endpoint. Mirrors the routing in `handle`.
+fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
+    Some(match segs {
+        ["metrics"]
+        | ["api", "v1", "status" | "history" | "diffs" | "ramps"]
+        | ["api", "v1", "diffs", _] => "GET",
+        ["api", "v1", "reload" | "rollback" | "explain"]
+        | ["api", "v1", "revert", _]
+        | [
+            "api",
+            "v1",
+            "routes",
+            _,
+            "shift" | "rollback" | "ramp" | "reset",
+        ]
+        | ["api", "v1", "routes", _, "ramp", _] => "POST",
+        ["api", "v1", "routes", _, "split" | "shadow" | "compare"] => "PUT",
+        _ => return None,
+    })
+}
+
 fn error(status: u16, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
     reply(
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -314,7 +336,20 @@ async fn handle(
                 .await
             }
         }
-        _ => return error(404, format!("no such endpoint: {method} {path}")),
+        _ => {
+            return match allowed_methods(&segs) {
+                Some(allow) => {
+                    let mut r = error(
+                        405,
+                        format!("{method} is not allowed on {path}: use {allow}"),
+                    );
+                    r.headers_mut()
+                        .insert(header::ALLOW, http::HeaderValue::from_static(allow));
+                    r
+                }
+                None => error(404, format!("no such endpoint: {method} {path}")),
+            };
+        }
     };
     match result {
         Ok(v) => reply(StatusCode::OK, v),

@@ -545,6 +545,38 @@ async fn the_cli_refuses_anything_but_the_admin_api() {
     )
     .await;
     assert_eq!(r.status, 200);
+    // A known endpoint with the wrong method: 405 with Allow; no endpoint: 404.
+    let auth = [("authorization", "Bearer s3cret")];
+    let r = support::send(
+        &c,
+        "DELETE",
+        &format!("{}/api/v1/status", proxy.admin_url()),
+        &auth,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "GET");
+    assert!(r.json()["error"].as_str().unwrap_or("").contains("use GET"));
+    let r = support::send(
+        &c,
+        "GET",
+        &format!("{}/api/v1/routes/orders/shift", proxy.admin_url()),
+        &auth,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "POST");
+    let r = support::send(
+        &c,
+        "GET",
+        &format!("{}/api/v1/nothing", proxy.admin_url()),
+        &auth,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
