@@ -552,8 +552,10 @@ impl<S: ClientStream> Conn<S> {
         let r = self.stream.write_all(&self.wbuf).await;
         self.wbuf.clear();
         r?;
-        // TLS keeps what it could not send yet (a no-op for TCP).
-        self.stream.flush().await
+        if S::BUFFERS_WRITES {
+            self.stream.flush().await?;
+        }
+        Ok(())
     }
 
     /// Closes the connection: what was written goes out, then what the
@@ -801,18 +803,25 @@ fn client_left<S: ClientStream>(stream: &mut S, rbuf: &mut BytesMut, cx: &mut Co
 /// A client connection the lean path serves: plain TCP, or TLS that
 /// negotiated HTTP/1.1.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether a write may leave bytes behind until a flush (TLS does).
+    const BUFFERS_WRITES: bool;
+
     /// [`client_left`] with nothing held: reads what came (kept in
     /// `rbuf`) and says whether the client closed or the connection failed.
     fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool;
 }
 
 impl ClientStream for TcpStream {
+    const BUFFERS_WRITES: bool = false;
+
     fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
         tcp_left(self, rbuf, cx)
     }
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    const BUFFERS_WRITES: bool = true;
+
     /// Readiness of the socket says nothing of what TLS records decrypt
     /// to: a read says.
     fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
@@ -873,8 +882,10 @@ async fn write_both<S: ClientStream>(
         b += n - from_head;
     }
     head.clear();
-    // TLS keeps what it could not send yet (a no-op for TCP).
-    stream.flush().await
+    if S::BUFFERS_WRITES {
+        stream.flush().await?;
+    }
+    Ok(())
 }
 
 /// A connection whose first bytes were already read: hyper reads them
