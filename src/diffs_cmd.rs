@@ -75,7 +75,7 @@ pub fn list(
         let n = |k: &str| r[k].as_u64().unwrap_or(0);
         let noise_only = n("mismatched").saturating_sub(n("mismatched_real"));
         println!(
-            "{}: {} compared, {} matched, {} mismatched{}, {}, {}: {:.1}% really differ",
+            "{}: {} compared, {} matched, {} mismatched{}, {}, {}: {:.1}% {}",
             r["route"].as_str().unwrap_or(""),
             n("compared"),
             n("matched"),
@@ -87,7 +87,13 @@ pub fn list(
             },
             crate::cli::count(n("shadow_errors") as usize, "shadow error"),
             crate::cli::count(n("shadow_timeouts") as usize, "timeout"),
-            r["mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0
+            r["mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            // The rate counts the shadow's failures as differences.
+            if n("shadow_errors") + n("shadow_timeouts") > 0 {
+                "really differ or failed"
+            } else {
+                "really differ"
+            }
         );
         if n("noise_checked") > 0 {
             println!(

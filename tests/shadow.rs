@@ -183,6 +183,11 @@ shadow = {{ upstream = "failing" }}
     assert_eq!(s["mismatch_rate"], 1.0);
     let s = wait_summary(&proxy, "hung", |s| n(s, "shadow_timeouts") == 1).await;
     assert_eq!(n(&s, "shadow_errors"), 0);
+    let shown = text(&proxy.cli(&["diffs", "--route", "hung"]).stdout);
+    assert!(
+        shown.contains("0 shadow errors, 1 timeout: 100.0% really differ or failed"),
+        "{shown}"
+    );
     let s = wait_summary(&proxy, "failing", |s| n(s, "shadow_errors") == 2).await;
     assert_eq!(s["fields"][0]["kind"], "status");
     hung.release();
