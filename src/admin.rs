@@ -71,7 +71,7 @@ pub const ADMIN_MARKER: &str = "x-strangler-admin";
 /// path that is no endpoint. Mirrors the routing in `handle`.
 fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
     Some(match segs {
-        ["metrics"]
+        ["healthz" | "readyz" | "metrics"]
         | ["api", "v1", "status" | "history" | "diffs" | "ramps"]
         | ["api", "v1", "diffs", _] => "GET",
         ["api", "v1", "reload" | "rollback" | "explain"]

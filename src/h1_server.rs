@@ -1,4 +1,5 @@
-//! The lean HTTP/1.1 server path for plain-TCP client connections.
+//! The lean HTTP/1.1 server path for client connections: plain TCP, and
+//! TLS that negotiated HTTP/1.1.
 //!
 //! hyper's server connection is general: a dispatcher state machine, a
 //! read buffer strategy, a message-head type and an encoder between the
@@ -13,7 +14,7 @@
 //! It takes only requests without a body, upgrade or `Expect`. The first
 //! request it does not take (or an HTTP/2 preface) hands the connection,
 //! with every byte read so far, to hyper for the rest of its life. TLS
-//! connections are hyper's from the start (ALPN may choose HTTP/2).
+//! connections whose ALPN chose HTTP/2 are hyper's from the start.
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
@@ -75,6 +76,9 @@ const STACK_HEADERS: usize = 128;
 /// How long, and for how many bytes, a closing connection keeps reading
 /// what the client still sends.
 const LINGER_TIME: Duration = Duration::from_secs(2);
+/// How long an idle TLS connection being closed may take to send its
+/// close_notify.
+const CLOSE_NOTIFY_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 /// Longest request target accepted (hyper's limit); beyond it: 414.
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
@@ -114,7 +118,9 @@ enum Wait {
 
 /// One client connection on the lean path.
 struct Conn<S> {
-    stream: SendTimeout<S>,
+    /// The connection, its writes under `[listen].send_timeout` (the
+    /// socket's, beneath TLS when there is TLS).
+    stream: S,
     /// Bytes read and not yet consumed.
     rbuf: BytesMut,
     /// The response head and small body chunks, before they are written.
@@ -129,7 +135,7 @@ struct Conn<S> {
     deadline: tokio::time::Instant,
 }
 
-/// Serves one plain-TCP connection until it closes or is handed to hyper.
+/// Serves one client connection until it closes or is handed to hyper.
 pub async fn serve<S: ClientStream>(
     stream: S,
     peer: SocketAddr,
@@ -138,7 +144,7 @@ pub async fn serve<S: ClientStream>(
     mut ticket: Ticket,
 ) {
     let mut conn = Conn {
-        stream: SendTimeout::new(stream, server.limits.send_timeout, peer),
+        stream,
         rbuf: BytesMut::new(),
         wbuf: Vec::new(),
         indices: Vec::new(),
@@ -161,7 +167,14 @@ pub async fn serve<S: ClientStream>(
                     .await;
                 return conn.close().await;
             }
-            Next::Close => return,
+            Next::Close => {
+                // TLS says goodbye (close_notify) rather than just closing;
+                // briefly, as the client may be gone.
+                if S::BUFFERS_WRITES {
+                    let _ = tokio::time::timeout(CLOSE_NOTIFY_TIME, conn.stream.shutdown()).await;
+                }
+                return;
+            }
         };
         first = false;
         // Pinned where it is made: the future (several KiB) is not moved.
@@ -425,7 +438,7 @@ impl<S: ClientStream> Conn<S> {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
             }
-            if client_left(self.stream.get_mut(), &mut self.rbuf, cx) {
+            if client_left(&mut self.stream, &mut self.rbuf, cx) {
                 return Poll::Ready(None);
             }
             Poll::Pending
@@ -460,7 +473,7 @@ impl<S: ClientStream> Conn<S> {
                 Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
                 // Nothing more for now: what is gathered goes out first.
                 Poll::Pending if !self.wbuf.is_empty() => Poll::Ready(Step::Flush),
-                Poll::Pending if client_left(self.stream.get_mut(), &mut self.rbuf, cx) => {
+                Poll::Pending if client_left(&mut self.stream, &mut self.rbuf, cx) => {
                     Poll::Ready(Step::ClientLeft)
                 }
                 Poll::Pending => Poll::Pending,
@@ -811,15 +824,17 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool;
 }
 
-impl ClientStream for TcpStream {
+impl ClientStream for SendTimeout<TcpStream> {
     const BUFFERS_WRITES: bool = false;
 
     fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
-        tcp_left(self, rbuf, cx)
+        tcp_left(self.get_ref(), rbuf, cx)
     }
 }
 
-impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+/// The timeout beneath TLS: every write to the socket is progress, so a
+/// client reading slowly but steadily is never cut off mid-flush.
+impl ClientStream for tokio_rustls::server::TlsStream<SendTimeout<TcpStream>> {
     const BUFFERS_WRITES: bool = true;
 
     /// Readiness of the socket says nothing of what TLS records decrypt
@@ -866,7 +881,7 @@ fn tcp_left(stream: &TcpStream, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bo
 /// Writes `head` then `data` in as few system calls as the kernel allows,
 /// and empties `head`.
 async fn write_both<S: ClientStream>(
-    stream: &mut SendTimeout<S>,
+    stream: &mut S,
     head: &mut Vec<u8>,
     data: &[u8],
 ) -> io::Result<()> {
@@ -892,7 +907,7 @@ async fn write_both<S: ClientStream>(
 /// again from here.
 struct Prefixed<S> {
     prefix: BytesMut,
-    io: SendTimeout<S>,
+    io: S,
 }
 
 impl<S: ClientStream> AsyncRead for Prefixed<S> {

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::send_timeout::SendTimeout;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -119,6 +121,7 @@ fn serve_connection(
     let ticket = graceful.ticket();
     match tls {
         None => {
+            let stream = SendTimeout::new(stream, lean.limits.send_timeout, peer);
             tokio::spawn(crate::h1_server::serve(
                 stream,
                 peer,
@@ -133,6 +136,9 @@ fn serve_connection(
             let handshake_timeout = lean.limits.header_read_timeout;
             let send_timeout = lean.limits.send_timeout;
             tokio::spawn(async move {
+                // The send timeout beneath TLS: each write to the socket
+                // counts as progress.
+                let stream = SendTimeout::new(stream, send_timeout, peer);
                 let tls_stream =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => s,
@@ -152,14 +158,7 @@ fn serve_connection(
                 let service = crate::h1_server::hyper_service(lean.shared.clone(), peer, peer_ip);
                 let conn = lean
                     .hyper
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(crate::send_timeout::SendTimeout::new(
-                            tls_stream,
-                            send_timeout,
-                            peer,
-                        )),
-                        service,
-                    )
+                    .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
                     .into_owned();
                 if let Err(e) = ticket.watch(conn).await {
                     tracing::debug!(%peer, "connection ended with error: {e}");

@@ -173,6 +173,8 @@ impl Shared {
         tls: bool,
         store: Option<sled::Db>,
     ) -> Result<Shared, ControlError> {
+        // Key files first: a start that fails on them records nothing.
+        let auths = crate::auth::load_all(&config, &config_path).map_err(ControlError::Invalid)?;
         let versions = match &store {
             Some(db) => Some(VersionStore::open(db)?),
             None => None,
@@ -215,7 +217,6 @@ impl Shared {
         };
         let limits = crate::ratelimit::Limits::default();
         let caches = crate::cache::Caches::default();
-        let auths = crate::auth::load_all(&config, &config_path).map_err(ControlError::Invalid)?;
         let live = Live::build(
             Arc::new(config),
             layer,
