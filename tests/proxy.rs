@@ -591,7 +591,7 @@ async fn http2_with_prior_knowledge() {
 
 /// A proxy listening with TLS (a certificate for `localhost` made here),
 /// its upstream, and a client TLS config that trusts it.
-fn tls_proxy(a: &Backend) -> (Proxy, rustls::ClientConfig) {
+fn tls_proxy(upstream: &str, listen_extra: &str) -> (Proxy, rustls::ClientConfig) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().expect("dir");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
@@ -599,9 +599,9 @@ fn tls_proxy(a: &Backend) -> (Proxy, rustls::ClientConfig) {
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
-    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", a)]));
+    let cfg = format!("[upstreams.a]\nurls = [\"{upstream}\"]\n[default]\nupstream = \"a\"\n");
     let tls = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\n{listen_extra}",
         cert_path.display(),
         key_path.display()
     );
@@ -619,7 +619,7 @@ fn tls_proxy(a: &Backend) -> (Proxy, rustls::ClientConfig) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_h2_by_alpn() {
     let a = Backend::start("a").await;
-    let (proxy, tls_config) = tls_proxy(&a);
+    let (proxy, tls_config) = tls_proxy(&a.url(), "");
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config)
         .https_only()
@@ -1415,7 +1415,7 @@ async fn a_client_that_stops_reading_is_cut_off() {
 async fn tls_http1_keeps_alive_and_answers_like_plain_tcp() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Backend::start("a").await;
-    let (proxy, mut tls_config) = tls_proxy(&a);
+    let (proxy, mut tls_config) = tls_proxy(&a.url(), "");
     tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config));
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
@@ -1484,4 +1484,36 @@ fn an_address_in_use_is_exit_1_and_leaves_nothing_on_disk() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
     assert!(!data.exists(), "a failed start created the store");
+}
+
+/// Over TLS too, a client that stops reading is cut off after
+/// `send_timeout` (the timer sits beneath TLS, on the socket's writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_stops_reading_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: usize = 32 << 20;
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {BODY}\r\n\r\n"
+    )
+    .into_bytes();
+    answer.resize(answer.len() + BODY, b'x');
+    let big = RawBackend::start_with(move |_| RawReply::keep(&answer)).await;
+    let (mut proxy, mut tls_config) = tls_proxy(&big.url(), "send_timeout = \"300ms\"");
+    tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tcp = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let mut c = connector.connect(name, tcp).await.expect("handshake");
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    c.flush().await.expect("flush");
+    proxy.wait_for_log("stopped reading its answer");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the connection stayed open");
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(got.len() < BODY, "the whole answer went through");
 }
