@@ -710,13 +710,7 @@ async fn shift(
     let default = config.default_upstream;
     let target = match to {
         Some(t) => {
-            let id = config.upstream_id(t).ok_or_else(|| {
-                let known: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
-                ControlError::Invalid(format!(
-                    "unknown upstream \"{t}\" (known: {})",
-                    known.join(", ")
-                ))
-            })?;
+            let id = control::upstream_id(config, t)?;
             if id == default {
                 return Err(ControlError::Invalid(format!(
                     "\"{t}\" is the default upstream; shift moves traffic to a new service (use rollback to send everything to {t})"

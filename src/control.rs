@@ -259,6 +259,17 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// The upstream named `name`, or an error that lists the known ones.
+pub fn upstream_id(config: &Config, name: &str) -> Result<UpstreamId, ControlError> {
+    config.upstream_id(name).ok_or_else(|| {
+        let known: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+        ControlError::Invalid(format!(
+            "unknown upstream \"{name}\" (known: {})",
+            known.join(", ")
+        ))
+    })
+}
+
 /// Checks a weights map against `config` and turns it into basis points.
 pub fn validate_weights(
     config: &Config,
@@ -270,13 +281,7 @@ pub fn validate_weights(
     let mut out = Vec::new();
     let mut total: u32 = 0;
     for (name, &w) in weights {
-        let id = config.upstream_id(name).ok_or_else(|| {
-            let known: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
-            ControlError::Invalid(format!(
-                "unknown upstream \"{name}\" (known: {})",
-                known.join(", ")
-            ))
-        })?;
+        let id = upstream_id(config, name)?;
         let bp = percent_to_bp(w).ok_or_else(|| {
             ControlError::Invalid(format!(
                 "weight {w} for \"{name}\" is not a percentage between 0 and 100 with at most two decimals"

@@ -345,6 +345,9 @@ pub enum ShadowRequest {
     Headers(HeaderMap),
 }
 
+/// The shadow header as the last line of an encoded head.
+const SHADOW_LINE: &[u8] = b"x-strangler-shadow: 1\r\n\r\n";
+
 impl ShadowRequest {
     /// Bytes of the encoded head (0 for a header map).
     fn encoded_len(&self) -> usize {
@@ -353,12 +356,7 @@ impl ShadowRequest {
             ShadowRequest::Headers(_) => 0,
         }
     }
-}
 
-/// The shadow header as the last line of an encoded head.
-const SHADOW_LINE: &[u8] = b"x-strangler-shadow: 1\r\n\r\n";
-
-impl ShadowRequest {
     /// The head for a copy of a request with these parts, sent to every
     /// pool in `to` (the shadow's, and the primary's for a noise check).
     /// When the primary's pool is plain http too, the primary's own head

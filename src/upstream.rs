@@ -185,6 +185,19 @@ pub struct Instance {
     server_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
+impl Instance {
+    /// An idle lean connection that can take a request, if any: those the
+    /// instance closed meanwhile (or that hold stray bytes) are dropped.
+    fn idle_lean(&self) -> Option<H1Conn> {
+        while let Some(c) = self.lean_idle.pop() {
+            if c.is_reusable() {
+                return Some(c);
+            }
+        }
+        None
+    }
+}
+
 /// What goes along with a request to [`UpstreamPool::send`].
 #[derive(Debug, Clone, Copy)]
 pub struct SendWith<'a> {
@@ -557,10 +570,9 @@ impl UpstreamPool {
         let idempotent = crate::headers::idempotent(method);
         let mut resent = false;
         loop {
-            let pooled = if resent { None } else { inst.lean_idle.pop() };
+            let pooled = if resent { None } else { inst.idle_lean() };
             let (conn, fresh) = match pooled {
-                Some(c) if c.is_reusable() => (c, false),
-                Some(_) => continue,
+                Some(c) => (c, false),
                 None => match Box::pin(self.connect_tcp(i)).await {
                     Ok(tcp) => (H1Conn::new(tcp), true),
                     Err(e) => return Err(LeanError::Connect(e)),
@@ -623,11 +635,9 @@ impl UpstreamPool {
             fresh: false,
             asked: 0,
         };
-        while let Some(c) = inst.lean_idle.pop() {
-            if c.is_reusable() {
-                pipeline.conn = Some(c);
-                return Ok(pipeline);
-            }
+        if let Some(c) = inst.idle_lean() {
+            pipeline.conn = Some(c);
+            return Ok(pipeline);
         }
         let tcp = Box::pin(self.connect_tcp(i)).await?;
         pipeline.conn = Some(H1Conn::new(tcp));

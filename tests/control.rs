@@ -547,36 +547,24 @@ async fn the_cli_refuses_anything_but_the_admin_api() {
     assert_eq!(r.status, 200);
     // A known endpoint with the wrong method: 405 with Allow; no endpoint: 404.
     let auth = [("authorization", "Bearer s3cret")];
-    let r = support::send(
-        &c,
-        "DELETE",
-        &format!("{}/api/v1/status", proxy.admin_url()),
-        &auth,
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 405);
-    assert_eq!(r.headers["allow"], "GET");
-    assert!(r.json()["error"].as_str().unwrap_or("").contains("use GET"));
-    let r = support::send(
-        &c,
-        "GET",
-        &format!("{}/api/v1/routes/orders/shift", proxy.admin_url()),
-        &auth,
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 405);
-    assert_eq!(r.headers["allow"], "POST");
-    let r = support::send(
-        &c,
-        "GET",
-        &format!("{}/api/v1/nothing", proxy.admin_url()),
-        &auth,
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 404);
+    for (method, path, code, allow) in [
+        ("DELETE", "/api/v1/status", 405, Some("GET")),
+        ("GET", "/api/v1/routes/orders/shift", 405, Some("POST")),
+        ("GET", "/api/v1/nothing", 404, None),
+    ] {
+        let url = format!("{}{path}", proxy.admin_url());
+        let r = support::send(&c, method, &url, &auth, "").await;
+        assert_eq!(r.status, code, "{method} {path}");
+        assert_eq!(
+            r.headers.get("allow").and_then(|v| v.to_str().ok()),
+            allow,
+            "{method} {path}"
+        );
+        if let Some(allow) = allow {
+            let error = r.json()["error"].as_str().unwrap_or("").to_string();
+            assert!(error.contains(&format!("use {allow}")), "{error}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

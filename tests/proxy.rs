@@ -1365,6 +1365,20 @@ async fn draining_closes_idle_connections_and_finishes_busy_ones_with_connection
     );
 }
 
+/// Bytes in a [`big_body_backend`] answer: far more than the socket
+/// buffers between the upstream and a client.
+const BIG_BODY: usize = 32 << 20;
+
+/// An upstream that answers every request with `BIG_BODY` bytes.
+async fn big_body_backend() -> RawBackend {
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {BIG_BODY}\r\n\r\n"
+    )
+    .into_bytes();
+    answer.resize(answer.len() + BIG_BODY, b'x');
+    RawBackend::start_with(move |_| RawReply::keep(&answer)).await
+}
+
 /// A client that stops reading its answer is cut off after `send_timeout`
 /// (nginx's send_timeout): on the lean path (a GET) and on hyper's (a
 /// request with a body), rather than holding its connection, and the
@@ -1372,14 +1386,7 @@ async fn draining_closes_idle_connections_and_finishes_busy_ones_with_connection
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // Far more than the socket buffers between the upstream and the client.
-    const BODY: usize = 32 << 20;
-    let mut answer = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {BODY}\r\n\r\n"
-    )
-    .into_bytes();
-    answer.resize(answer.len() + BODY, b'x');
-    let big = RawBackend::start_with(move |_| RawReply::keep(&answer)).await;
+    let big = big_body_backend().await;
     let cfg = format!(
         "[upstreams.big]\nurls = [\"{}\"]\n[default]\nupstream = \"big\"\n",
         big.url()
@@ -1401,7 +1408,7 @@ async fn a_client_that_stops_reading_is_cut_off() {
         assert!(read.is_ok(), "{request:?}: the connection stayed open");
         assert!(got.starts_with(b"HTTP/1.1 200"), "{request:?}");
         assert!(
-            got.len() < BODY,
+            got.len() < BIG_BODY,
             "{request:?}: the whole answer went through ({} bytes)",
             got.len()
         );
@@ -1491,13 +1498,7 @@ fn an_address_in_use_is_exit_1_and_leaves_nothing_on_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_client_that_stops_reading_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const BODY: usize = 32 << 20;
-    let mut answer = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {BODY}\r\n\r\n"
-    )
-    .into_bytes();
-    answer.resize(answer.len() + BODY, b'x');
-    let big = RawBackend::start_with(move |_| RawReply::keep(&answer)).await;
+    let big = big_body_backend().await;
     let (mut proxy, mut tls_config) = tls_proxy(&big.url(), "send_timeout = \"300ms\"");
     tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config));
@@ -1515,5 +1516,5 @@ async fn a_tls_client_that_stops_reading_is_cut_off() {
     let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
     assert!(read.is_ok(), "the connection stayed open");
     assert!(got.starts_with(b"HTTP/1.1 200"));
-    assert!(got.len() < BODY, "the whole answer went through");
+    assert!(got.len() < BIG_BODY, "the whole answer went through");
 }
