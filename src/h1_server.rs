@@ -272,19 +272,8 @@ impl<S: ClientStream> Conn<S> {
                 if ticket.poll_shutting_down(cx) {
                     return Poll::Ready(Wait::ShuttingDown);
                 }
-                if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                    self.rbuf.reserve(READ_SIZE);
-                }
-                let len = self.rbuf.len();
-                let mut read = ReadBuf::uninit(self.rbuf.spare_capacity_mut());
-                match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
-                    Poll::Ready(Ok(())) => {
-                        let n = read.filled().len();
-                        // SAFETY: poll_read initialised the first `n` bytes
-                        // of the spare capacity (ReadBuf tracks them).
-                        unsafe { self.rbuf.set_len(len + n) };
-                        return Poll::Ready(Wait::Read(n));
-                    }
+                match poll_read_buf(&mut self.stream, &mut self.rbuf, cx) {
+                    Poll::Ready(Ok(n)) => return Poll::Ready(Wait::Read(n)),
                     Poll::Ready(Err(_)) => return Poll::Ready(Wait::Failed),
                     Poll::Pending => {}
                 }
@@ -840,21 +829,32 @@ impl ClientStream for tokio_rustls::server::TlsStream<SendTimeout<TcpStream>> {
     /// Readiness of the socket says nothing of what TLS records decrypt
     /// to: a read says.
     fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
-        rbuf.reserve(READ_SIZE);
-        let len = rbuf.len();
-        let mut read = ReadBuf::uninit(rbuf.spare_capacity_mut());
-        match Pin::new(self).poll_read(cx, &mut read) {
+        match poll_read_buf(self, rbuf, cx) {
             Poll::Pending => false,
             Poll::Ready(Err(_)) => true,
-            Poll::Ready(Ok(())) => {
-                let n = read.filled().len();
-                // SAFETY: poll_read initialised the first `n` bytes of the
-                // spare capacity (ReadBuf tracks them).
-                unsafe { rbuf.set_len(len + n) };
-                n == 0
-            }
+            Poll::Ready(Ok(n)) => n == 0,
         }
     }
+}
+
+/// Reads what the stream has into the spare room of `rbuf` (made when
+/// little is left); `Ok(0)` at the end of the stream.
+fn poll_read_buf<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if rbuf.capacity() - rbuf.len() < 1024 {
+        rbuf.reserve(READ_SIZE);
+    }
+    let len = rbuf.len();
+    let mut read = ReadBuf::uninit(rbuf.spare_capacity_mut());
+    std::task::ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+    let n = read.filled().len();
+    // SAFETY: poll_read initialised the first `n` bytes of the spare
+    // capacity (ReadBuf tracks them).
+    unsafe { rbuf.set_len(len + n) };
+    Poll::Ready(Ok(n))
 }
 
 /// [`client_left`] for plain TCP. Costs no system call unless the socket
