@@ -111,7 +111,7 @@ impl AdminClient {
         let status = resp.status();
         // Only strangler's admin API marks its answers; anything else on that
         // address (the proxy port, another server) is not it.
-        if !resp.headers().contains_key(crate::admin::ADMIN_MARKER) {
+        if !resp.headers().contains_key(crate::control::api::ADMIN_MARKER) {
             return Err(CallError::Unreachable {
                 base: self.base.clone(),
                 reason: format!(

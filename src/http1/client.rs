@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 
 use strangler_shadow::capture::RawHeaders;
 
-use crate::headers::Forwarding;
+use crate::proxy::headers::Forwarding;
 use crate::upstream::IdleStack;
 
 /// Response headers accepted at most (hyper's client default).
@@ -428,7 +428,7 @@ impl NameKind {
             NameKind::Connection
         } else if *name == TRANSFER_ENCODING {
             NameKind::TransferEncoding
-        } else if crate::headers::is_hop_by_hop(name) {
+        } else if crate::proxy::headers::is_hop_by_hop(name) {
             NameKind::HopByHop
         } else {
             NameKind::Other
@@ -444,7 +444,7 @@ impl NameKind {
         if name.eq_ignore_ascii_case(b"content-length") {
             return NameKind::ContentLength;
         }
-        match crate::headers::hop_by_hop_ignore_case(name) {
+        match crate::proxy::headers::hop_by_hop_ignore_case(name) {
             Some(0) => NameKind::Connection,
             Some(7) => NameKind::TransferEncoding,
             Some(_) => NameKind::HopByHop,
@@ -917,7 +917,7 @@ mod tests {
         let mut out = Vec::new();
         encode_head(&req, Some(&fwd), &mut out);
         let mut map = req.headers().clone();
-        crate::headers::set_forwarded(
+        crate::proxy::headers::set_forwarded(
             &mut map,
             &HeaderValue::from_static("10.0.0.1"),
             false,

@@ -22,9 +22,9 @@ pub enum ProxyBody {
     /// A small body held in memory.
     Full(Option<Bytes>),
     /// A body passed through while a copy is captured for a shadow.
-    Tee(Box<crate::shadow::TeeBody>),
+    Tee(Box<crate::mirror::TeeBody>),
     /// A body stored in the route's cache as it streams.
-    Cache(Box<crate::cache::CacheBody>),
+    Cache(Box<crate::policy::cache::CacheBody>),
     Empty,
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config_file;
+use crate::state::config_file;
 use crate::state::Shared;
 
 /// Called with the bound proxy and admin addresses once both listen.
@@ -185,19 +185,19 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
             return ExitCode::from(1);
         }
     };
-    tokio::spawn(crate::admin::run(
+    tokio::spawn(crate::control::api::run(
         admin_listener,
         shared.clone(),
-        crate::admin::AdminAuth { token },
+        crate::control::api::AdminAuth { token },
     ));
     // Signal handlers first: a signal sent right after the announcement
     // must reach them, not the default action.
     spawn_reload_on_sighup(shared.clone());
     spawn_rate_limit_cleanup(shared.clone());
     if let Some(url) = &shared.live.load().config().notify.webhook {
-        let _ = shared.notifier.set(crate::notify::Notifier::start(url));
+        let _ = shared.notifier.set(crate::control::notify::Notifier::start(url));
     }
-    crate::ramp::spawn(shared.clone());
+    crate::control::ramp::spawn(shared.clone());
     let shutdown = shutdown_signal();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = shared.proxy_addr.set(format!("{scheme}://{bound}"));

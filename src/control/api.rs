@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use strangler_rules::split::BUCKETS;
 use tokio::net::TcpListener;
 
-use crate::control::{self, ControlError, RouteOverride, ShadowOverride};
-use crate::shadow::ShadowRuntime;
+use crate::state::layer::{self, ControlError, RouteOverride, ShadowOverride};
+use crate::mirror::ShadowRuntime;
 use crate::state::Shared;
 use strangler_shadow::summary::{Judge, RouteRules, RouteSummary, summarize};
 
@@ -388,7 +388,7 @@ async fn route_change(
     }
 }
 
-fn version_json(rec: control::VersionRecord) -> Value {
+fn version_json(rec: layer::VersionRecord) -> Value {
     json!({
         "version": rec.version, "time": rec.time, "actor": rec.actor, "reason": rec.reason,
         "route": rec.route, "change": rec.change,
@@ -405,7 +405,7 @@ async fn set_split(
 ) -> Result<Value, ControlError> {
     let reason = ramp_note(shared, name, reason);
     route_change(shared, actor, &reason, if_match, name, |config, o| {
-        control::validate_weights(config, &weights)?;
+        layer::validate_weights(config, &weights)?;
         stop_ramp(o);
         o.split = Some(weights);
         o.rolled_back = false;
@@ -435,7 +435,7 @@ fn ramp_note(shared: &Arc<Shared>, name: &str, reason: &str) -> String {
         .and_then(|o| o.ramp.as_ref())
         .is_some_and(|r| r.state == "running" || r.state == "paused");
     if ramping {
-        shared.notify(crate::ramp::event(
+        shared.notify(crate::control::ramp::event(
             name, "stopped", None, None, reason, None,
         ));
         format!("{reason} (the route's ramp is stopped)")
@@ -486,7 +486,7 @@ async fn start_ramp(
         || steps.windows(2).any(|w| w[1] <= w[0])
         || steps
             .iter()
-            .any(|s| control::percent_bp(*s).is_err() || *s <= 0.0)
+            .any(|s| layer::percent_bp(*s).is_err() || *s <= 0.0)
     {
         return Err(ControlError::Invalid(
             "steps must be rising percentages above 0, e.g. [1, 5, 25, 50, 100]".into(),
@@ -502,7 +502,7 @@ async fn start_ramp(
         return Err(ControlError::Invalid("every must be at least 1s".into()));
     }
     let g = body.gates.clone().unwrap_or_default();
-    let gates = control::Gates {
+    let gates = layer::Gates {
         max_error_rate: g
             .max_error_rate
             .or(file.map(|f| f.max_error_rate))
@@ -537,7 +537,7 @@ async fn start_ramp(
         ),
     );
     let first = steps[0];
-    let ramp = control::Ramp {
+    let ramp = layer::Ramp {
         to: to.clone(),
         steps,
         every_ms: every.as_millis() as u64,
@@ -552,13 +552,13 @@ async fn start_ramp(
     let (event_reason, event_route) = (reason.clone(), name.to_string());
     let result = route_change(shared, actor, &reason, if_match, name, move |_, o| {
         o.rolled_back = false;
-        o.split = Some(crate::ramp::split_for(&to, &default, first));
+        o.split = Some(crate::control::ramp::split_for(&to, &default, first));
         o.ramp = Some(ramp);
         Ok(())
     })
     .await;
     if result.is_ok() {
-        shared.notify(crate::ramp::event(
+        shared.notify(crate::control::ramp::event(
             &event_route,
             "start",
             None,
@@ -628,7 +628,7 @@ async fn ramp_control(
         "resume" => "resume",
         _ => "abort",
     };
-    shared.notify(crate::ramp::event(
+    shared.notify(crate::control::ramp::event(
         name,
         kind,
         share,
@@ -706,11 +706,11 @@ async fn shift(
     let Some(percent) = percent else {
         return Err(ControlError::Invalid("missing \"percent\"".into()));
     };
-    let bp = control::percent_bp(percent)?;
+    let bp = layer::percent_bp(percent)?;
     let default = config.default_upstream;
     let target = match to {
         Some(t) => {
-            let id = control::upstream_id(config, t)?;
+            let id = layer::upstream_id(config, t)?;
             if id == default {
                 return Err(ControlError::Invalid(format!(
                     "\"{t}\" is the default upstream; shift moves traffic to a new service (use rollback to send everything to {t})"
@@ -755,14 +755,14 @@ async fn rollback_all(
     };
     shared
         .change(actor, reason, if_match, |config, layer| {
-            let before = control::layer_json(layer);
+            let before = layer::layer_json(layer);
             for r in &config.routes {
                 let o = layer.routes.entry(r.name.clone()).or_default();
                 stop_ramp(o);
                 o.rolled_back = true;
                 o.split = None;
             }
-            Ok((None, before, control::layer_json(layer)))
+            Ok((None, before, layer::layer_json(layer)))
         })
         .await
         .map(version_json)
@@ -781,7 +781,7 @@ async fn set_shadow(
         return Err(ControlError::Invalid("missing \"enabled\"".into()));
     };
     if let Some(p) = percent {
-        control::percent_bp(p)?;
+        layer::percent_bp(p)?;
     }
     let live = shared.live.load_full();
     let route = live.config().route(name);
@@ -1102,8 +1102,8 @@ pub fn status(shared: &Arc<Shared>) -> Value {
             json!({
                 "name": r.name,
                 "match": r.matcher.describe().join(", "),
-                "split": control::split_json(config, split),
-                "file_split": control::split_json(config, &r.split),
+                "split": layer::split_json(config, split),
+                "file_split": layer::split_json(config, &r.split),
                 "override": overridden.is_some_and(|o| o.split.is_some() || o.rolled_back),
                 "rolled_back": overridden.is_some_and(|o| o.rolled_back),
                 "ramp": overridden.and_then(|o| o.ramp.as_ref()).map(|r| json!({
@@ -1153,7 +1153,7 @@ fn explain(shared: &Arc<Shared>, body: &Body) -> Result<Value, ControlError> {
         .into_iter()
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
-    let req = crate::explain_cmd::build_request(&method, &url, &headers)
+    let req = crate::cli::explain::build_request(&method, &url, &headers)
         .map_err(ControlError::Invalid)?;
     let live = shared.live.load_full();
     let e = strangler_rules::explain(&live.table, &req);
@@ -1177,7 +1177,7 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
         "Version of the runtime layer.",
     );
     let _ = writeln!(out, "strangler_config_version {}", live.version);
-    let names: Vec<&str> = std::iter::once(crate::stats::DEFAULT_ROUTE)
+    let names: Vec<&str> = std::iter::once(crate::state::stats::DEFAULT_ROUTE)
         .chain(config.routes.iter().map(|r| r.name.as_str()))
         .collect();
     metric_head(

@@ -4,7 +4,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
-use crate::body::ProxyBody;
+use crate::upstream::body::ProxyBody;
 
 /// What went wrong while proxying a request.
 #[derive(Debug, Clone, thiserror::Error)]

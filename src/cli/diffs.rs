@@ -34,7 +34,7 @@ pub fn list(
         path.push_str("&all=true");
     }
     if let Some(r) = route {
-        path.push_str(&format!("&route={}", crate::headers::percent_encode(r)));
+        path.push_str(&format!("&route={}", crate::proxy::headers::percent_encode(r)));
     }
     let diffs = match c.call(Method::GET, &path, None) {
         Ok(v) => v,
@@ -50,7 +50,7 @@ pub fn list(
     let summary_path = match route {
         Some(r) => format!(
             "/api/v1/diffs/summary?route={}",
-            crate::headers::percent_encode(r)
+            crate::proxy::headers::percent_encode(r)
         ),
         None => "/api/v1/diffs/summary".to_string(),
     };
@@ -251,7 +251,7 @@ fn cut(s: &str, n: usize) -> String {
 
 /// `strangler diffs show ID [--json]`.
 pub fn show(c: &AdminClient, id: &str, as_json: bool) -> ExitCode {
-    if !crate::admin::looks_like_id(id) {
+    if !crate::control::api::looks_like_id(id) {
         eprintln!(
             "invalid diff id \"{id}\": ids look like 01a218b9-7c93-73d3-9f6f-0803d437f98b (see strangler diffs)"
         );

@@ -33,10 +33,10 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::body::ProxyBody;
-use crate::drain::Ticket;
-use crate::error::ProxyError;
-use crate::send_timeout::SendTimeout;
+use crate::upstream::body::ProxyBody;
+use crate::server::drain::Ticket;
+use crate::proxy::error::ProxyError;
+use crate::server::send_timeout::SendTimeout;
 use crate::state::Shared;
 use crate::timer::PooledSleep;
 
@@ -585,7 +585,7 @@ impl<S: ClientStream> Conn<S> {
 
 /// A step of writing a response body.
 enum Step {
-    Frame(Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>),
+    Frame(Option<Result<http_body::Frame<Bytes>, crate::upstream::body::BoxError>>),
     Flush,
     ClientLeft,
 }
@@ -664,7 +664,7 @@ fn encode_response_head(
                 wrote_length = true;
             } else {
                 if header_length.is_none() {
-                    header_length = crate::h1::parse_length(value.as_bytes().trim_ascii());
+                    header_length = crate::http1::client::parse_length(value.as_bytes().trim_ascii());
                 }
                 continue;
             }

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::{Ramp, RouteOverride};
+use crate::state::layer::{Ramp, RouteOverride};
 use crate::state::Shared;
-use crate::stats::{Cumulative, Span};
+use crate::state::stats::{Cumulative, Span};
 
 /// How often the engine looks; also the fast check's period.
 const TICK: Duration = Duration::from_millis(500);
@@ -235,7 +235,7 @@ fn figures(
 /// match (noise excluded), when it is shadowed.
 fn mismatch_counts(shared: &Arc<Shared>, route: &str) -> Option<(u64, u64)> {
     let rt = shared.shadow.as_ref()?;
-    let (summaries, _) = crate::admin::summaries(shared, rt);
+    let (summaries, _) = crate::control::api::summaries(shared, rt);
     let s = summaries.into_iter().find(|s| s.route == route)?;
     Some((
         s.compared,
@@ -413,7 +413,7 @@ pub fn event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::Gates;
+    use crate::state::layer::Gates;
 
     fn ramp() -> Ramp {
         Ramp {

@@ -20,8 +20,8 @@ use moka::sync::Cache;
 use strangler_rules::config::CacheSpec;
 use strangler_rules::split::UpstreamId;
 
-use crate::body::ProxyBody;
-use crate::headers::joined_values;
+use crate::upstream::body::ProxyBody;
+use crate::proxy::headers::joined_values;
 
 /// Variants kept per key (one per combination of Vary header values).
 const MAX_VARIANTS: usize = 8;
@@ -304,9 +304,9 @@ impl Fill {
 pub const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
 /// Every route's cache, kept across reloads while its settings stay.
-pub type Caches = crate::per_route::PerRoute<RouteCache>;
+pub type Caches = crate::policy::registry::PerRoute<RouteCache>;
 
-impl crate::per_route::RoutePolicy for RouteCache {
+impl crate::policy::registry::RoutePolicy for RouteCache {
     type Spec = CacheSpec;
 
     fn spec_of(route: &strangler_rules::config::Route) -> Option<&CacheSpec> {
@@ -363,12 +363,12 @@ impl CacheBody {
 
 impl http_body::Body for CacheBody {
     type Data = Bytes;
-    type Error = crate::body::BoxError;
+    type Error = crate::upstream::body::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::upstream::body::BoxError>>> {
         use std::task::Poll;
         let this = &mut *self;
         let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);

@@ -23,8 +23,8 @@ use strangler_shadow::pipeline::{CompareJob, DiffPipeline, ShadowAnswer, settle_
 use strangler_shadow::{BodyCapture, Captured, Comparator, Counters, Outcome, RouteCounts};
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::body::ProxyBody;
-use crate::control::RuntimeLayer;
+use crate::upstream::body::ProxyBody;
+use crate::state::layer::RuntimeLayer;
 use crate::upstream::{PooledBody, UpstreamPool};
 
 /// The header that marks a shadow request; clients' copies are stripped.
@@ -366,7 +366,7 @@ impl ShadowRequest {
         method: &http::Method,
         path_and_query: &http::uri::PathAndQuery,
         headers: &HeaderMap,
-        forwarding: Option<&crate::headers::Forwarding>,
+        forwarding: Option<&crate::proxy::headers::Forwarding>,
         has_body: bool,
         primary: &UpstreamPool,
         mut to: impl Iterator<Item = &'a UpstreamPool>,
@@ -379,7 +379,7 @@ impl ShadowRequest {
             return (ShadowRequest::Headers(headers), None);
         }
         let mut head = Vec::with_capacity(512);
-        crate::h1::encode_head_parts(
+        crate::http1::client::encode_head_parts(
             method,
             path_and_query.as_str(),
             headers,
@@ -850,12 +850,12 @@ impl Drop for TeeBody {
 
 impl Body for TeeBody {
     type Data = Bytes;
-    type Error = crate::body::BoxError;
+    type Error = crate::upstream::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, crate::body::BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::upstream::body::BoxError>>> {
         let this = &mut *self;
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {

@@ -329,16 +329,16 @@ impl RequestView for RequestHead<'_> {
 
 /// The request's host: the Host header (exactly one for HTTP/1), or the
 /// URI's authority (HTTP/2's :authority).
-pub fn request_host(parts: &Parts) -> Result<Option<&str>, crate::error::ProxyError> {
+pub fn request_host(parts: &Parts) -> Result<Option<&str>, crate::proxy::error::ProxyError> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {
-        return Err(crate::error::ProxyError::DuplicateHost);
+        return Err(crate::proxy::error::ProxyError::DuplicateHost);
     }
     let header_host =
         match first {
             Some(v) => Some(v.to_str().map_err(|_| {
-                crate::error::ProxyError::BadRequest("Host is not valid text".into())
+                crate::proxy::error::ProxyError::BadRequest("Host is not valid text".into())
             })?),
             None => None,
         };
@@ -350,7 +350,7 @@ pub fn request_host(parts: &Parts) -> Result<Option<&str>, crate::error::ProxyEr
         Version::HTTP_11 => match (parts.uri.authority(), header_host) {
             (Some(a), _) => Ok(Some(a.as_str())),
             (None, Some(h)) => Ok(Some(h)),
-            (None, None) => Err(crate::error::ProxyError::MissingHost),
+            (None, None) => Err(crate::proxy::error::ProxyError::MissingHost),
         },
         _ => Ok(parts.uri.authority().map(|a| a.as_str()).or(header_host)),
     }

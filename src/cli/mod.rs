@@ -2,12 +2,18 @@
 //! line on stderr; exit codes are 0 done, 1 refused or invalid, 2 cannot
 //! reach the proxy.
 
+pub mod ctl;
+pub mod demo;
+pub mod diffs;
+pub mod explain;
+pub mod serve;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config_file;
+use crate::state::config_file;
 
 /// The admin API the CLI talks to unless told otherwise.
 const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
@@ -55,7 +61,7 @@ pub enum Command {
         data: Option<PathBuf>,
         /// Log line format on stderr.
         #[arg(long, value_enum, default_value = "text")]
-        log_format: crate::serve::LogFormat,
+        log_format: crate::cli::serve::LogFormat,
         /// One structured line per request.
         #[arg(long, value_enum, default_value = "on")]
         access_log: OnOff,
@@ -286,7 +292,7 @@ pub fn main() -> ExitCode {
             data,
             log_format,
             access_log,
-        } => crate::serve::run(crate::serve::ServeOptions {
+        } => crate::cli::serve::run(crate::cli::serve::ServeOptions {
             config,
             data,
             log_format,
@@ -297,7 +303,7 @@ pub fn main() -> ExitCode {
             port,
             admin_port,
             traffic,
-        } => crate::demo::run(crate::demo::DemoOptions {
+        } => crate::cli::demo::run(crate::cli::demo::DemoOptions {
             port,
             admin_port,
             traffic,
@@ -313,11 +319,11 @@ pub fn main() -> ExitCode {
         } => {
             if live {
                 match admin_client(&cli.admin, cli.actor.clone()) {
-                    Ok(c) => crate::ctl::explain_live(&c, &method, &url, &headers, json),
+                    Ok(c) => crate::cli::ctl::explain_live(&c, &method, &url, &headers, json),
                     Err(code) => code,
                 }
             } else {
-                crate::explain_cmd::run(&method, &url, &headers, &config, json)
+                crate::cli::explain::run(&method, &url, &headers, &config, json)
             }
         }
         Command::Tui { refresh } => tui(&cli.admin, cli.actor.clone(), &refresh),
@@ -339,10 +345,10 @@ pub fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            crate::ctl::ramp(
+            crate::cli::ctl::ramp(
                 &c,
                 &args,
-                crate::ctl::RampArgs {
+                crate::cli::ctl::RampArgs {
                     to,
                     steps,
                     every,
@@ -393,7 +399,7 @@ fn admin_client(
 }
 
 fn control(c: &crate::admin_client::AdminClient, command: Command) -> ExitCode {
-    use crate::ctl;
+    use crate::cli::ctl;
     match command {
         Command::Status { json } => ctl::status(c, json),
         Command::Shift {
@@ -416,14 +422,14 @@ fn control(c: &crate::admin_client::AdminClient, command: Command) -> ExitCode {
         Command::Diffs {
             show: Some(DiffsCommand::Show { id, json }),
             ..
-        } => crate::diffs_cmd::show(c, &id, json),
+        } => crate::cli::diffs::show(c, &id, json),
         Command::Diffs {
             show: None,
             route,
             limit,
             json,
             all,
-        } => crate::diffs_cmd::list(c, route.as_deref(), usize::from(limit), all, json),
+        } => crate::cli::diffs::list(c, route.as_deref(), usize::from(limit), all, json),
         Command::Reload => ctl::reload(c),
         _ => ExitCode::from(1),
     }
@@ -465,7 +471,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok(config) => {
             // What serve would refuse at start: secrets not set, key files
             // missing or unreadable.
-            if let Err(e) = crate::auth::load_all(&config, path) {
+            if let Err(e) = crate::policy::auth::load_all(&config, path) {
                 eprintln!("{}: {e}", path.display());
                 return ExitCode::from(1);
             }

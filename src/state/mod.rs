@@ -3,6 +3,10 @@
 //! swapped together atomically (arc-swap) on reload or on a runtime change.
 //! A request loads it once and finishes on the state it started with.
 
+pub mod config_file;
+pub mod layer;
+pub mod stats;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,9 +14,9 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 use strangler_rules::{Config, RouteTable};
 
-use crate::control::{self, ControlError, RuntimeLayer, VersionRecord, VersionStore};
-use crate::shadow::{ShadowPlan, ShadowRuntime};
-use crate::stats::{Cell, DEFAULT_ROUTE, Registry};
+use crate::state::layer::{ControlError, RuntimeLayer, VersionRecord, VersionStore};
+use crate::mirror::{ShadowPlan, ShadowRuntime};
+use crate::state::stats::{Cell, DEFAULT_ROUTE, Registry};
 use crate::upstream::UpstreamPool;
 
 /// One consistent generation of routing state.
@@ -29,11 +33,11 @@ pub struct Live {
     /// Each route's live shadow settings (None: no shadow or turned off).
     pub shadows: Vec<Option<ShadowPlan>>,
     /// Each route's rate limiter, if it has one.
-    pub limits: Vec<Option<Arc<crate::ratelimit::RouteLimit>>>,
+    pub limits: Vec<Option<Arc<crate::policy::ratelimit::RouteLimit>>>,
     /// Each route's JWT verifier, if it has one.
-    pub auths: Vec<Option<Arc<crate::auth::RouteAuth>>>,
+    pub auths: Vec<Option<Arc<crate::policy::auth::RouteAuth>>>,
     /// Each route's response cache, if it has one.
-    pub caches: Vec<Option<Arc<crate::cache::RouteCache>>>,
+    pub caches: Vec<Option<Arc<crate::policy::cache::RouteCache>>>,
 }
 
 impl Live {
@@ -45,7 +49,7 @@ impl Live {
         version: u64,
         previous: Option<&Live>,
         shared: Registries<'_>,
-        auths: Vec<Option<Arc<crate::auth::RouteAuth>>>,
+        auths: Vec<Option<Arc<crate::policy::auth::RouteAuth>>>,
     ) -> Live {
         let Registries {
             stats,
@@ -81,9 +85,9 @@ impl Live {
                     .collect()
             })
             .collect();
-        let splits = control::live_splits(&config, &layer);
+        let splits = layer::live_splits(&config, &layer);
         let shadows = match shadow {
-            Some(rt) => crate::shadow::plans(&config, &layer, rt.counters()),
+            Some(rt) => crate::mirror::plans(&config, &layer, rt.counters()),
             None => config.routes.iter().map(|_| None).collect(),
         };
         let limits = limits.for_config(&config);
@@ -111,8 +115,8 @@ impl Live {
 pub struct Registries<'a> {
     pub stats: &'a Registry,
     pub shadow: Option<&'a ShadowRuntime>,
-    pub limits: &'a crate::ratelimit::Limits,
-    pub caches: &'a crate::cache::Caches,
+    pub limits: &'a crate::policy::ratelimit::Limits,
+    pub caches: &'a crate::policy::cache::Caches,
 }
 
 /// What every connection and the admin API share.
@@ -134,14 +138,14 @@ pub struct Shared {
     /// Where the proxy listens (`http://127.0.0.1:8080`), once bound.
     pub proxy_addr: std::sync::OnceLock<String>,
     /// Rate limiters by route, kept across reloads while unchanged.
-    pub limits: crate::ratelimit::Limits,
+    pub limits: crate::policy::ratelimit::Limits,
     /// Response caches by route, kept across reloads while unchanged.
-    pub caches: crate::cache::Caches,
+    pub caches: crate::policy::cache::Caches,
     /// Each ramping route's gate figures over its current window, as the
     /// ramp engine last measured them (for `ramp status`).
     pub ramp_figures: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
     /// Ramp notifications (`[notify] webhook`), set at start.
-    pub notifier: std::sync::OnceLock<crate::notify::Notifier>,
+    pub notifier: std::sync::OnceLock<crate::control::notify::Notifier>,
     /// Sleeps for request timeouts, reused (see `crate::timer`).
     pub sleeps: Arc<crate::timer::SleepPool>,
 }
@@ -174,7 +178,7 @@ impl Shared {
         store: Option<sled::Db>,
     ) -> Result<Shared, ControlError> {
         // Key files first: a start that fails on them records nothing.
-        let auths = crate::auth::load_all(&config, &config_path).map_err(ControlError::Invalid)?;
+        let auths = crate::policy::auth::load_all(&config, &config_path).map_err(ControlError::Invalid)?;
         let versions = match &store {
             Some(db) => Some(VersionStore::open(db)?),
             None => None,
@@ -185,8 +189,8 @@ impl Shared {
         };
         let (mut layer, last_version) =
             last.map_or((RuntimeLayer::default(), 0), |r| (r.layer, r.version));
-        let before = control::layer_json(&layer);
-        let dropped = control::prune(&config, &mut layer);
+        let before = layer::layer_json(&layer);
+        let dropped = layer::prune(&config, &mut layer);
         let mut version = last_version;
         if let Some(v) = &versions {
             let reason = if dropped.is_empty() {
@@ -198,13 +202,13 @@ impl Shared {
                     dropped.join(", ")
                 )
             };
-            let rec = control::record(
+            let rec = layer::record(
                 last_version,
                 "strangler",
                 &reason,
                 None,
                 before,
-                control::layer_json(&layer),
+                layer::layer_json(&layer),
                 &layer,
             );
             v.append(&rec)?;
@@ -215,8 +219,8 @@ impl Shared {
             Some(db) => Some(Arc::new(start_shadow(db, &config)?)),
             None => None,
         };
-        let limits = crate::ratelimit::Limits::default();
-        let caches = crate::cache::Caches::default();
+        let limits = crate::policy::ratelimit::Limits::default();
+        let caches = crate::policy::cache::Caches::default();
         let live = Live::build(
             Arc::new(config),
             layer,
@@ -255,7 +259,7 @@ impl Shared {
     /// every problem is logged.
     pub async fn reload(&self, actor: &str) -> Result<u64, Vec<String>> {
         let path = self.config_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::config_file::load(&path))
+        let loaded = tokio::task::spawn_blocking(move || crate::state::config_file::load(&path))
             .await
             .map_err(|e| vec![format!("reload task failed: {e}")])?;
         let config = match loaded {
@@ -269,7 +273,7 @@ impl Shared {
             }
         };
         // Keys (JWKS files, PEMs, secrets) are read again on every reload.
-        let auths = match crate::auth::load_all(&config, &self.config_path) {
+        let auths = match crate::policy::auth::load_all(&config, &self.config_path) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!("config reload failed, keeping the previous config: {e}");
@@ -285,8 +289,8 @@ impl Shared {
             );
         }
         let mut layer = old.layer.clone();
-        let before = control::layer_json(&layer);
-        let dropped = control::prune(&config, &mut layer);
+        let before = layer::layer_json(&layer);
+        let dropped = layer::prune(&config, &mut layer);
         let reason = if dropped.is_empty() {
             "config reloaded".to_string()
         } else {
@@ -295,13 +299,13 @@ impl Shared {
                 dropped.join(", ")
             )
         };
-        let rec = control::record(
+        let rec = layer::record(
             old.version,
             actor,
             &reason,
             None,
             before,
-            control::layer_json(&layer),
+            layer::layer_json(&layer),
             &layer,
         );
         if let Some(v) = &self.versions
@@ -350,7 +354,7 @@ impl Shared {
         }
         let mut layer = old.layer.clone();
         let (route, before, after) = mutate(old.config(), &mut layer)?;
-        let rec = control::record(
+        let rec = layer::record(
             old.version,
             actor,
             reason,
@@ -391,7 +395,7 @@ impl Shared {
         reason: &str,
         if_match: Option<u64>,
         name: &str,
-        edit: impl FnOnce(&Config, &mut control::RouteOverride) -> Result<(), ControlError>,
+        edit: impl FnOnce(&Config, &mut layer::RouteOverride) -> Result<(), ControlError>,
     ) -> Result<Option<VersionRecord>, ControlError> {
         let live = self.live.load_full();
         if live.config().route(name).is_none() {
@@ -414,13 +418,13 @@ impl Shared {
             if config.route(&name).is_none() {
                 return Err(ControlError::UnknownRoute(name));
             }
-            let before = control::override_json(layer, &name);
-            if edited == control::RouteOverride::default() {
+            let before = layer::override_json(layer, &name);
+            if edited == layer::RouteOverride::default() {
                 layer.routes.remove(&name);
             } else {
                 layer.routes.insert(name.clone(), edited);
             }
-            let after = control::override_json(layer, &name);
+            let after = layer::override_json(layer, &name);
             Ok((Some(name), before, after))
         })
         .await
@@ -442,7 +446,7 @@ impl Shared {
         };
         let live = self.live.load_full();
         let mut restored = target.layer.clone();
-        let dropped = control::prune(live.config(), &mut restored);
+        let dropped = layer::prune(live.config(), &mut restored);
         let reason = if dropped.is_empty() {
             format!("revert to version {version}")
         } else {
@@ -452,11 +456,11 @@ impl Shared {
             )
         };
         self.change(actor, &reason, if_match, move |config, layer| {
-            let before = control::layer_json(layer);
+            let before = layer::layer_json(layer);
             let mut restored = restored;
-            control::prune(config, &mut restored);
+            layer::prune(config, &mut restored);
             *layer = restored;
-            Ok((None, before, control::layer_json(layer)))
+            Ok((None, before, layer::layer_json(layer)))
         })
         .await
     }

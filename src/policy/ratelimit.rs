@@ -138,11 +138,11 @@ pub fn key_of(
     spec: &RateLimitSpec,
     client: std::net::IpAddr,
     headers: &http::HeaderMap,
-    claims: Option<&crate::auth::Claims>,
+    claims: Option<&crate::policy::auth::Claims>,
 ) -> String {
     match &spec.key {
         RateKey::Ip => client.to_string(),
-        RateKey::Claim(name) => match claims.and_then(|c| crate::auth::claim_text(c, name)) {
+        RateKey::Claim(name) => match claims.and_then(|c| crate::policy::auth::claim_text(c, name)) {
             Some(v) => format!("c:{v}"),
             None => client.to_string(),
         },
@@ -154,9 +154,9 @@ pub fn key_of(
 }
 
 /// Every route's limiter, reused while its settings stay.
-pub type Limits = crate::per_route::PerRoute<RouteLimit>;
+pub type Limits = crate::policy::registry::PerRoute<RouteLimit>;
 
-impl crate::per_route::RoutePolicy for RouteLimit {
+impl crate::policy::registry::RoutePolicy for RouteLimit {
     type Spec = RateLimitSpec;
 
     fn spec_of(route: &strangler_rules::config::Route) -> Option<&RateLimitSpec> {

@@ -2,6 +2,9 @@
 //! HTTP/2 on each with the configured limits, and on shutdown stop
 //! accepting and drain in-flight requests within the drain timeout.
 
+pub mod drain;
+pub mod send_timeout;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,12 +12,12 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::send_timeout::SendTimeout;
+use crate::server::send_timeout::SendTimeout;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::drain::Drain;
+use crate::server::drain::Drain;
 use crate::state::Shared;
 
 /// Connection settings taken from `[listen]`.
@@ -54,10 +57,10 @@ pub async fn run(
     let lean = {
         let live = shared.live.load();
         let listen = &live.config().listen;
-        Arc::new(crate::h1_server::Server {
+        Arc::new(crate::http1::server::Server {
             shared: shared.clone(),
             hyper: builder.clone(),
-            limits: crate::h1_server::Limits {
+            limits: crate::http1::server::Limits {
                 header_read_timeout: listen.header_read_timeout,
                 send_timeout: listen.send_timeout,
                 max_header_bytes: listen.max_header_bytes.max(8192),
@@ -89,7 +92,7 @@ pub async fn run(
     // A second SIGTERM/SIGINT during the drain stops waiting, as operators
     // expect. Listen for it before announcing the drain, so a signal sent
     // on seeing the announcement cannot slip past.
-    let second = crate::serve::shutdown_signal();
+    let second = crate::cli::serve::shutdown_signal();
     let drain = shared.live.load().config().listen.drain_timeout;
     tracing::info!(
         connections = graceful.count(),
@@ -111,7 +114,7 @@ pub async fn run(
 fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    lean: &Arc<crate::h1_server::Server>,
+    lean: &Arc<crate::http1::server::Server>,
     tls: Option<&TlsAcceptor>,
     graceful: &Drain,
 ) {
@@ -122,7 +125,7 @@ fn serve_connection(
     match tls {
         None => {
             let stream = SendTimeout::new(stream, lean.limits.send_timeout, peer);
-            tokio::spawn(crate::h1_server::serve(
+            tokio::spawn(crate::http1::server::serve(
                 stream,
                 peer,
                 peer_ip,
@@ -153,9 +156,9 @@ fn serve_connection(
                     };
                 // HTTP/1.1 (or no ALPN) takes the lean path, as on plain TCP.
                 if tls_stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    return crate::h1_server::serve(tls_stream, peer, peer_ip, lean, ticket).await;
+                    return crate::http1::server::serve(tls_stream, peer, peer_ip, lean, ticket).await;
                 }
-                let service = crate::h1_server::hyper_service(lean.shared.clone(), peer, peer_ip);
+                let service = crate::http1::server::hyper_service(lean.shared.clone(), peer, peer_ip);
                 let conn = lean
                     .hyper
                     .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)

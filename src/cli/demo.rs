@@ -19,7 +19,7 @@ use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::serve::{LogFormat, ServeOptions};
+use crate::cli::serve::{LogFormat, ServeOptions};
 
 /// Options of `demo`.
 #[derive(Debug, Clone)]
@@ -220,8 +220,8 @@ compare.noise_check = {{ percent = 100 }}
 }
 
 pub fn run(opts: DemoOptions) -> ExitCode {
-    crate::serve::init_logging(LogFormat::Text);
-    crate::serve::install_crypto();
+    crate::cli::serve::init_logging(LogFormat::Text);
+    crate::cli::serve::install_crypto();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -260,7 +260,7 @@ pub fn run(opts: DemoOptions) -> ExitCode {
             eprintln!("cannot write {}: {e}", config_path.display());
             return ExitCode::from(1);
         }
-        let config = match crate::config_file::load(&config_path) {
+        let config = match crate::state::config_file::load(&config_path) {
             Ok(c) => c,
             Err(e) => {
                 for line in e.lines() {
@@ -282,7 +282,7 @@ pub fn run(opts: DemoOptions) -> ExitCode {
                 }
             })),
         };
-        let code = crate::serve::serve(serve_opts, config).await;
+        let code = crate::cli::serve::serve(serve_opts, config).await;
         let _ = std::fs::remove_dir_all(&dir);
         code
     })

@@ -5,6 +5,8 @@
 //! that is read to its end gives its connection back. Balancing and health
 //! are atomics; the idle stack is one short, uncontended mutex.
 
+pub mod body;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,9 +22,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use strangler_rules::config::{Balance, Upstream};
 
-use crate::body::{BoxError, ProxyBody};
-use crate::h1::{H1Body, H1Conn, H1Error, KeepHeaders};
-use crate::headers::Forwarding;
+use crate::upstream::body::{BoxError, ProxyBody};
+use crate::http1::client::{H1Body, H1Conn, H1Error, KeepHeaders};
+use crate::proxy::headers::Forwarding;
 
 /// Idle connections kept per instance at most.
 const MAX_IDLE: usize = 1024;
@@ -67,7 +69,7 @@ pub enum SendError {
 enum LeanError {
     /// No connection could be made: nothing was sent.
     Connect(String),
-    Broken(crate::h1::H1Error),
+    Broken(crate::http1::client::H1Error),
 }
 
 /// A response body that gives its connection back when read to the end.
@@ -542,7 +544,7 @@ impl UpstreamPool {
             Some(h) => h,
             None => {
                 let mut v = Vec::with_capacity(512);
-                crate::h1::encode_head(&req, with.forwarding, &mut v);
+                crate::http1::client::encode_head(&req, with.forwarding, &mut v);
                 encoded = v;
                 &encoded
             }
@@ -567,7 +569,7 @@ impl UpstreamPool {
     ) -> Result<Response<H1Body>, LeanError> {
         let inst = &self.instances[i];
         let head_only = method == http::Method::HEAD;
-        let idempotent = crate::headers::idempotent(method);
+        let idempotent = crate::proxy::headers::idempotent(method);
         let mut resent = false;
         loop {
             let pooled = if resent { None } else { inst.idle_lean() };

@@ -3,6 +3,11 @@
 //! this request, forward with streaming bodies both ways, retry only where
 //! it is safe, and map every failure to its JSON error.
 
+pub mod aggregate;
+pub mod error;
+pub mod headers;
+pub mod tunnel;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,13 +20,13 @@ use strangler_rules::Target;
 use strangler_rules::split::{BUCKETS, bucket};
 use strangler_shadow::Outcome;
 
-use crate::body::ProxyBody;
-use crate::error::ProxyError;
-use crate::h1::KeepHeaders;
-use crate::headers::{
+use crate::upstream::body::ProxyBody;
+use crate::proxy::error::ProxyError;
+use crate::http1::client::KeepHeaders;
+use crate::proxy::headers::{
     RequestHead, append_via, client_ip, idempotent, request_host, set_forwarded, strip_hop_by_hop,
 };
-use crate::shadow::{Dispatch, NOISE_METHODS, SHADOW_HEADER, TeeBody};
+use crate::mirror::{Dispatch, NOISE_METHODS, SHADOW_HEADER, TeeBody};
 use crate::state::Shared;
 use crate::upstream::{PooledBody, SendError};
 
@@ -69,7 +74,7 @@ pub async fn handle(
     if method == http::Method::CONNECT {
         refuse!(None, ProxyError::MethodNotAllowed("CONNECT".into()));
     }
-    if crate::headers::ambiguous_path(parts.uri.path()) {
+    if crate::proxy::headers::ambiguous_path(parts.uri.path()) {
         refuse!(
             None,
             ProxyError::BadRequest(
@@ -115,7 +120,7 @@ pub async fn handle(
             let host = host_value.as_ref().and_then(|v| v.to_str().ok());
             // Boxed here and below: rare or costly anyway, and inline their
             // state would grow every request's future (which hyper moves).
-            let resp = Box::pin(crate::aggregate::serve(
+            let resp = Box::pin(crate::proxy::aggregate::serve(
                 live.clone(),
                 i,
                 &parts,
@@ -136,8 +141,8 @@ pub async fn handle(
             Err(e) => {
                 let mut resp = ProxyError::Unauthorized(e.to_string()).response(route_name, None);
                 let challenge = match e {
-                    crate::auth::AuthError::Missing => HeaderValue::from_static("Bearer"),
-                    crate::auth::AuthError::Invalid(_) => {
+                    crate::policy::auth::AuthError::Missing => HeaderValue::from_static("Bearer"),
+                    crate::policy::auth::AuthError::Invalid(_) => {
                         HeaderValue::from_static("Bearer error=\"invalid_token\"")
                     }
                 };
@@ -149,26 +154,26 @@ pub async fn handle(
     }
     let mut decided = decision.upstream;
     if let (Some(r), Some(c), Target::Route(i)) = (route, &claims, decision.target) {
-        crate::auth::forward_claims(c, &r.forward_claims, &mut parts.headers);
+        crate::policy::auth::forward_claims(c, &r.forward_claims, &mut parts.headers);
         // A verified claim as the sticky key.
         if let Some(strangler_rules::StickyKey::Claim(name)) = &r.sticky
-            && let Some(v) = crate::auth::claim_text(c, name)
+            && let Some(v) = crate::policy::auth::claim_text(c, name)
         {
             decided = Some(live.table.split(i).choose(bucket(r.sticky_seed, &v)));
         }
     }
     let upstream_id = decided.unwrap_or(config.default_upstream);
     let pool = &live.pools[upstream_id.index()];
-    let cell: &crate::stats::Cell = &live.cells[slot][upstream_id.index()];
+    let cell: &crate::state::stats::Cell = &live.cells[slot][upstream_id.index()];
     let upstream_name = Some(pool.name.as_str());
 
     // The route's rate limit, before anything is sent anywhere.
     let mut rate_headers = None;
     if let Some(limit) = route.and_then(|_| live.limits[slot - 1].as_ref()) {
-        let key = crate::ratelimit::key_of(&limit.spec, client, &parts.headers, claims.as_ref());
+        let key = crate::policy::ratelimit::key_of(&limit.spec, client, &parts.headers, claims.as_ref());
         let verdict = limit.check(&key);
         let headers = (limit.policy(), limit.state(&verdict));
-        if let crate::ratelimit::Verdict::Limited { retry_after } = verdict {
+        if let crate::policy::ratelimit::Verdict::Limited { retry_after } = verdict {
             let mut resp = ProxyError::RateLimited(retry_after).response(route_name, None);
             let h = resp.headers_mut();
             let secs = (retry_after.as_secs_f64().ceil() as u64).max(1);
@@ -186,7 +191,7 @@ pub async fn handle(
     // A WebSocket handshake on a route that allows it: the split is decided
     // now, and the tunnel opens when the upstream switches protocols.
     let mut client_upgrade =
-        if route.is_some_and(|r| r.websocket) && crate::tunnel::wants_websocket(&parts.headers) {
+        if route.is_some_and(|r| r.websocket) && crate::proxy::tunnel::wants_websocket(&parts.headers) {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
             None
@@ -211,13 +216,13 @@ pub async fn handle(
         .iter()
         .nth(1)
         .is_some()
-        && let Some(v) = crate::headers::joined_values(&parts.headers, &header::COOKIE)
+        && let Some(v) = crate::proxy::headers::joined_values(&parts.headers, &header::COOKIE)
     {
         parts.headers.insert(header::COOKIE, v);
     }
     // The forwarding headers: written with the head when the request has
     // none of its own, merged into the map when it has.
-    let forwarding = crate::headers::Forwarding::new(
+    let forwarding = crate::proxy::headers::Forwarding::new(
         &parts.headers,
         &peer_ip,
         shared.tls,
@@ -294,7 +299,7 @@ pub async fn handle(
         .filter(|_| !websocket)
         .and_then(|_| live.caches[slot - 1].as_ref())
     {
-        use crate::cache::{RouteCache, Use};
+        use crate::policy::cache::{RouteCache, Use};
         let usage = cache.usage(&method, &parts.headers);
         if !matches!(
             method,
@@ -344,7 +349,7 @@ pub async fn handle(
                 && rand::random_range(0..BUCKETS) < plan.noise_bp)
                 .then(|| pool.clone());
             let request;
-            (request, primary_head) = crate::shadow::ShadowRequest::new(
+            (request, primary_head) = crate::mirror::ShadowRequest::new(
                 &method,
                 &path_and_query,
                 &parts.headers,
@@ -353,7 +358,7 @@ pub async fn handle(
                 pool,
                 std::iter::once(&**shadow_pool).chain(noise_pool.as_deref()),
             );
-            (dispatch, pending) = crate::shadow::launch(crate::shadow::Launch {
+            (dispatch, pending) = crate::mirror::launch(crate::mirror::Launch {
                 runtime: rt.clone(),
                 pool: shadow_pool.clone(),
                 route: plan.route.clone(),
@@ -430,7 +435,7 @@ pub async fn handle(
                     rparts
                         .headers
                         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                    crate::tunnel::spawn(down, up, r.idle_timeout, r.name.clone());
+                    crate::proxy::tunnel::spawn(down, up, r.idle_timeout, r.name.clone());
                 }
                 let mut rbody = ProxyBody::Pooled(rbody);
                 let mut cache_missed = false;
@@ -443,14 +448,14 @@ pub async fn handle(
                 if let Some((cache, key, authorized, request)) = cache_fill.take() {
                     if let Some(fresh) = cache.storable(rparts.status, &rparts.headers, authorized)
                     {
-                        let fill = crate::cache::Fill::new(
+                        let fill = crate::policy::cache::Fill::new(
                             key,
                             rparts.status,
                             &rparts.headers,
                             &request,
                             fresh,
                         );
-                        rbody = crate::cache::CacheBody::wrap(rbody, cache, fill);
+                        rbody = crate::policy::cache::CacheBody::wrap(rbody, cache, fill);
                     }
                     cache_missed = true;
                 }
@@ -473,7 +478,7 @@ pub async fn handle(
                 if cache_missed {
                     rparts
                         .headers
-                        .insert(crate::cache::X_CACHE, HeaderValue::from_static("MISS"));
+                        .insert(crate::policy::cache::X_CACHE, HeaderValue::from_static("MISS"));
                 }
                 append_via(&mut rparts.headers, rparts.version);
                 rparts.version = client_version;
@@ -590,7 +595,7 @@ fn finish(
     start: Instant,
     route: Option<&str>,
     upstream: Option<&str>,
-    cell: Option<&crate::stats::Cell>,
+    cell: Option<&crate::state::stats::Cell>,
     shadow: Dispatch,
     resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {

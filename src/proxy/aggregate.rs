@@ -17,8 +17,8 @@ use strangler_rules::Target;
 use strangler_rules::config::AggregatePart;
 use strangler_rules::matcher::PathMatch;
 
-use crate::body::ProxyBody;
-use crate::headers::{RequestHead, strip_hop_by_hop};
+use crate::upstream::body::ProxyBody;
+use crate::proxy::headers::{RequestHead, strip_hop_by_hop};
 use crate::state::Live;
 
 /// Largest part body read.
@@ -34,7 +34,7 @@ pub async fn serve(
 ) -> Response<ProxyBody> {
     let agg = &live.config().aggregates[i];
     if parts.method != http::Method::GET && parts.method != http::Method::HEAD {
-        return crate::error::ProxyError::MethodNotAllowed(parts.method.to_string())
+        return crate::proxy::error::ProxyError::MethodNotAllowed(parts.method.to_string())
             .response(Some(agg.name.as_str()), None);
     }
     let vars: Vec<(String, String)> = match &agg.matcher.path {
@@ -98,7 +98,7 @@ pub async fn serve(
 fn fill(template: &str, vars: &[(String, String)]) -> String {
     let mut out = template.to_string();
     for (k, v) in vars {
-        out = out.replace(&format!("{{{k}}}"), &crate::headers::percent_encode(v));
+        out = out.replace(&format!("{{{k}}}"), &crate::proxy::headers::percent_encode(v));
     }
     out
 }
@@ -134,7 +134,7 @@ async fn fetch(
 ) -> Result<Value, String> {
     // A variable of `.` or `..` would make a path the route table reads one
     // way and the upstream another.
-    if crate::headers::ambiguous_path(path.split('?').next().unwrap_or(path)) {
+    if crate::proxy::headers::ambiguous_path(path.split('?').next().unwrap_or(path)) {
         return Err(format!("ambiguous part path {path}"));
     }
     let uri: Uri = path
@@ -171,11 +171,11 @@ async fn fetch(
                         .verify(&head.headers)
                         .await
                         .map_err(|e| e.to_string())?;
-                    crate::auth::forward_claims(&claims, &route.forward_claims, &mut head.headers);
+                    crate::policy::auth::forward_claims(&claims, &route.forward_claims, &mut head.headers);
                 }
                 if let Some(limit) = &live.limits[r] {
-                    let key = crate::ratelimit::key_of(&limit.spec, client, &head.headers, None);
-                    if let crate::ratelimit::Verdict::Limited { .. } = limit.check(&key) {
+                    let key = crate::policy::ratelimit::key_of(&limit.spec, client, &head.headers, None);
+                    if let crate::policy::ratelimit::Verdict::Limited { .. } = limit.check(&key) {
                         return Err(format!("rate limited by route {}", route.name));
                     }
                 }

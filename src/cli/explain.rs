@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use strangler_rules::{RouteTable, SimpleRequest, explain};
 
-use crate::config_file;
+use crate::state::config_file;
 
 /// Builds the request `explain` routes: the URL's authority is the Host
 /// unless a `Host` header is given, as curl does.
