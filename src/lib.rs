@@ -3,7 +3,6 @@
 //! `strangler-shadow`; this crate is the binary's rooms, one folder per
 //! plane.
 
-pub mod admin_client;
 pub mod cli;
 pub mod control;
 pub mod http1;

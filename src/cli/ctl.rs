@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::admin_client::{AdminClient, CallError};
+use strangler_api::{AdminClient, CallError};
 
 /// A percentage from the command line: `25`, `25%`, `12.5`.
 pub fn parse_percent(s: &str) -> Result<f64, String> {

@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::admin_client::AdminClient;
+use strangler_api::AdminClient;
 
-fn fail(e: crate::admin_client::CallError) -> ExitCode {
+fn fail(e: strangler_api::CallError) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(e.exit_code())
 }

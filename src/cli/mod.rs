@@ -387,18 +387,18 @@ fn restore_sigpipe() {
 fn admin_client(
     base: &str,
     actor: Option<String>,
-) -> Result<crate::admin_client::AdminClient, ExitCode> {
+) -> Result<strangler_api::AdminClient, ExitCode> {
     let token = std::env::var("STRANGLER_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let actor = actor.unwrap_or_else(crate::admin_client::default_actor);
-    crate::admin_client::AdminClient::new(base, token, actor).map_err(|e| {
+    let actor = actor.unwrap_or_else(strangler_api::default_actor);
+    strangler_api::AdminClient::new(base, token, actor).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(e.exit_code())
     })
 }
 
-fn control(c: &crate::admin_client::AdminClient, command: Command) -> ExitCode {
+fn control(c: &strangler_api::AdminClient, command: Command) -> ExitCode {
     use crate::cli::ctl;
     match command {
         Command::Status { json } => ctl::status(c, json),
@@ -453,7 +453,7 @@ fn tui(admin: &str, actor: Option<String>, refresh: &str) -> ExitCode {
         token: std::env::var("STRANGLER_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
-        actor: actor.unwrap_or_else(crate::admin_client::default_actor),
+        actor: actor.unwrap_or_else(strangler_api::default_actor),
         refresh,
         colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     };

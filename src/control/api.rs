@@ -65,7 +65,7 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
 
 /// Every admin answer carries this header, so the CLI can tell strangler's
 /// admin API from anything else that answers on that address.
-pub const ADMIN_MARKER: &str = "x-strangler-admin";
+pub use strangler_api::ADMIN_MARKER;
 
 /// The method a known admin path takes (the 405's `Allow`); None for a
 /// path that is no endpoint. Mirrors the routing in `handle`.

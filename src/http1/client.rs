@@ -16,7 +16,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -28,8 +28,34 @@ use tokio::net::TcpStream;
 
 use strangler_shadow::capture::RawHeaders;
 
-use crate::proxy::headers::Forwarding;
-use crate::upstream::IdleStack;
+use crate::http1::headers::Forwarding;
+
+/// Idle connections kept per instance at most.
+const MAX_IDLE: usize = 1024;
+
+/// Idle keep-alive connections of one instance, last in first out.
+#[derive(Debug)]
+pub struct IdleStack<T>(Mutex<Vec<T>>);
+
+impl<T> Default for IdleStack<T> {
+    fn default() -> Self {
+        IdleStack(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> IdleStack<T> {
+    pub fn pop(&self) -> Option<T> {
+        self.0.lock().ok().and_then(|mut v| v.pop())
+    }
+
+    pub fn push(&self, c: T) {
+        if let Ok(mut v) = self.0.lock()
+            && v.len() < MAX_IDLE
+        {
+            v.push(c);
+        }
+    }
+}
 
 /// Response headers accepted at most (hyper's client default).
 const MAX_HEADERS: usize = 100;
@@ -428,7 +454,7 @@ impl NameKind {
             NameKind::Connection
         } else if *name == TRANSFER_ENCODING {
             NameKind::TransferEncoding
-        } else if crate::proxy::headers::is_hop_by_hop(name) {
+        } else if crate::http1::headers::is_hop_by_hop(name) {
             NameKind::HopByHop
         } else {
             NameKind::Other
@@ -444,7 +470,7 @@ impl NameKind {
         if name.eq_ignore_ascii_case(b"content-length") {
             return NameKind::ContentLength;
         }
-        match crate::proxy::headers::hop_by_hop_ignore_case(name) {
+        match crate::http1::headers::hop_by_hop_ignore_case(name) {
             Some(0) => NameKind::Connection,
             Some(7) => NameKind::TransferEncoding,
             Some(_) => NameKind::HopByHop,
@@ -917,7 +943,7 @@ mod tests {
         let mut out = Vec::new();
         encode_head(&req, Some(&fwd), &mut out);
         let mut map = req.headers().clone();
-        crate::proxy::headers::set_forwarded(
+        crate::http1::headers::set_forwarded(
             &mut map,
             &HeaderValue::from_static("10.0.0.1"),
             false,

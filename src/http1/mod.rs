@@ -2,4 +2,5 @@
 //! client side for plain-http upstreams.
 
 pub mod client;
+pub mod headers;
 pub mod server;

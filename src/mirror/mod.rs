@@ -366,7 +366,7 @@ impl ShadowRequest {
         method: &http::Method,
         path_and_query: &http::uri::PathAndQuery,
         headers: &HeaderMap,
-        forwarding: Option<&crate::proxy::headers::Forwarding>,
+        forwarding: Option<&crate::http1::headers::Forwarding>,
         has_body: bool,
         primary: &UpstreamPool,
         mut to: impl Iterator<Item = &'a UpstreamPool>,

@@ -21,7 +21,7 @@ use strangler_rules::config::CacheSpec;
 use strangler_rules::split::UpstreamId;
 
 use crate::upstream::body::ProxyBody;
-use crate::proxy::headers::joined_values;
+use crate::http1::headers::joined_values;
 
 /// Variants kept per key (one per combination of Vary header values).
 const MAX_VARIANTS: usize = 8;

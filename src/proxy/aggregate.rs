@@ -18,7 +18,8 @@ use strangler_rules::config::AggregatePart;
 use strangler_rules::matcher::PathMatch;
 
 use crate::upstream::body::ProxyBody;
-use crate::proxy::headers::{RequestHead, strip_hop_by_hop};
+use crate::http1::headers::strip_hop_by_hop;
+use crate::proxy::headers::RequestHead;
 use crate::state::Live;
 
 /// Largest part body read.

@@ -23,9 +23,10 @@ use strangler_shadow::Outcome;
 use crate::upstream::body::ProxyBody;
 use crate::proxy::error::ProxyError;
 use crate::http1::client::KeepHeaders;
-use crate::proxy::headers::{
-    RequestHead, append_via, client_ip, idempotent, request_host, set_forwarded, strip_hop_by_hop,
+use crate::http1::headers::{
+    append_via, client_ip, idempotent, joined_values, set_forwarded, strip_hop_by_hop,
 };
+use crate::proxy::headers::{RequestHead, request_host};
 use crate::mirror::{Dispatch, NOISE_METHODS, SHADOW_HEADER, TeeBody};
 use crate::state::Shared;
 use crate::upstream::{PooledBody, SendError};
@@ -216,13 +217,13 @@ pub async fn handle(
         .iter()
         .nth(1)
         .is_some()
-        && let Some(v) = crate::proxy::headers::joined_values(&parts.headers, &header::COOKIE)
+        && let Some(v) = joined_values(&parts.headers, &header::COOKIE)
     {
         parts.headers.insert(header::COOKIE, v);
     }
     // The forwarding headers: written with the head when the request has
     // none of its own, merged into the map when it has.
-    let forwarding = crate::proxy::headers::Forwarding::new(
+    let forwarding = crate::http1::headers::Forwarding::new(
         &parts.headers,
         &peer_ip,
         shared.tls,

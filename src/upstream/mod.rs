@@ -9,7 +9,7 @@ pub mod body;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -23,38 +23,12 @@ use hyper_util::rt::TokioIo;
 use strangler_rules::config::{Balance, Upstream};
 
 use crate::upstream::body::{BoxError, ProxyBody};
-use crate::http1::client::{H1Body, H1Conn, H1Error, KeepHeaders};
-use crate::proxy::headers::Forwarding;
+use crate::http1::client::{H1Body, H1Conn, H1Error, IdleStack, KeepHeaders};
+use crate::http1::headers::Forwarding;
 
-/// Idle connections kept per instance at most.
-const MAX_IDLE: usize = 1024;
 
 /// A keep-alive connection to an instance through hyper's client.
 pub type Conn = SendRequest<ProxyBody>;
-
-/// Idle keep-alive connections of one instance, last in first out.
-#[derive(Debug)]
-pub struct IdleStack<T>(Mutex<Vec<T>>);
-
-impl<T> Default for IdleStack<T> {
-    fn default() -> Self {
-        IdleStack(Mutex::new(Vec::new()))
-    }
-}
-
-impl<T> IdleStack<T> {
-    fn pop(&self) -> Option<T> {
-        self.0.lock().ok().and_then(|mut v| v.pop())
-    }
-
-    pub fn push(&self, c: T) {
-        if let Ok(mut v) = self.0.lock()
-            && v.len() < MAX_IDLE
-        {
-            v.push(c);
-        }
-    }
-}
 
 /// Why a request could not be sent.
 #[derive(Debug)]
@@ -569,7 +543,7 @@ impl UpstreamPool {
     ) -> Result<Response<H1Body>, LeanError> {
         let inst = &self.instances[i];
         let head_only = method == http::Method::HEAD;
-        let idempotent = crate::proxy::headers::idempotent(method);
+        let idempotent = crate::http1::headers::idempotent(method);
         let mut resent = false;
         loop {
             let pooled = if resent { None } else { inst.idle_lean() };

@@ -1,10 +1,12 @@
 //! The admin API as the TUI uses it: reads for the views, and the actions
 //! an operator takes. A trait, so `App` tests can record the calls; the
-//! real one speaks HTTP with the same `--admin` URL and token as the CLI.
+//! real one, [`HttpApi`], is the CLI's client (`strangler_api::AdminClient`)
+//! with the same `--admin` URL and token.
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
+use strangler_api::{AdminClient, CallError, Method};
 
 use crate::view::{DiffRecord, History, Status, Summary};
 
@@ -88,107 +90,51 @@ pub trait AdminApi {
     fn act(&self, action: &Action) -> Result<String, ApiError>;
 }
 
-/// The admin API over HTTP.
+/// The admin API over HTTP: the shared client of `strangler_api`, with
+/// short timeouts so a proxy that went away shows at once.
 pub struct HttpApi {
-    base: String,
-    token: Option<String>,
-    actor: String,
-    http: reqwest::blocking::Client,
+    client: AdminClient,
 }
+
+/// How long one call may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl HttpApi {
     pub fn new(base: &str, token: Option<String>, actor: String) -> Result<Self, ApiError> {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()
-            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
-        Ok(HttpApi {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            actor,
-            http,
-        })
-    }
-
-    fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, ApiError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-strangler-actor", &self.actor);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .map_err(|e| ApiError::Unreachable(root_cause(&e)))?;
-        if !resp.headers().contains_key("x-strangler-admin") {
-            return Err(ApiError::Unreachable(format!(
-                "{} is not a strangler admin API",
-                self.base
-            )));
-        }
-        let status = resp.status();
-        let text = resp
-            .text()
-            .map_err(|e| ApiError::Unreachable(root_cause(&e)))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status.is_success() {
-            Ok(value)
-        } else {
-            Err(ApiError::Refused(
-                value["error"]
-                    .as_str()
-                    .map_or_else(|| format!("HTTP {status}"), str::to_string),
-            ))
-        }
-    }
-
-    fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        let v = self.call(reqwest::Method::GET, path, None)?;
-        serde_json::from_value(v).map_err(|e| ApiError::Refused(format!("unexpected answer: {e}")))
+        let client = AdminClient::with_timeouts(base, token, actor, TIMEOUT, CONNECT_TIMEOUT)?;
+        Ok(HttpApi { client })
     }
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        last = s.to_string();
-        cur = s.source();
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Refused(why) => ApiError::Refused(why),
+            CallError::Unreachable { reason, .. } => ApiError::Unreachable(reason),
+        }
     }
-    last
 }
 
 impl AdminApi for HttpApi {
     fn status(&self) -> Result<Status, ApiError> {
-        self.get("/api/v1/status")
+        Ok(self.client.status()?)
     }
 
     fn summary(&self) -> Result<Summary, ApiError> {
-        self.get("/api/v1/diffs/summary")
+        Ok(self.client.diffs_summary()?)
     }
 
     fn history(&self) -> Result<History, ApiError> {
-        self.get("/api/v1/history?limit=200")
+        Ok(self.client.history(200)?)
     }
 
     fn diff(&self, id: &str) -> Result<DiffRecord, ApiError> {
-        self.call(reqwest::Method::GET, &format!("/api/v1/diffs/{id}"), None)
-            .map(DiffRecord)
+        Ok(self.client.diff(id)?)
     }
 
     fn act(&self, action: &Action) -> Result<String, ApiError> {
-        use reqwest::Method;
         let reason = json!({"reason": format!("tui: {}", action.describe())});
         let (method, path, body) = match action {
             Action::Shift { route, to, percent } => (
@@ -221,7 +167,7 @@ impl AdminApi for HttpApi {
                 (Method::POST, format!("/api/v1/revert/{version}"), json!({}))
             }
         };
-        let v = self.call(method, &path, Some(body))?;
+        let v = self.client.call(method, &path, Some(body))?;
         Ok(if v["unchanged"].as_bool() == Some(true) {
             format!("unchanged (version {})", v["version"])
         } else {
@@ -231,5 +177,38 @@ impl AdminApi for HttpApi {
                 v["reason"].as_str().unwrap_or("done")
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_errors_keep_their_message_and_their_kind() {
+        let refused = CallError::Refused("no route \"x\"".into());
+        assert_eq!(
+            ApiError::from(refused),
+            ApiError::Refused("no route \"x\"".into())
+        );
+        let away = CallError::Unreachable {
+            base: "http://127.0.0.1:9".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            ApiError::from(away),
+            ApiError::Unreachable("connection refused".into())
+        );
+    }
+
+    #[test]
+    fn a_base_that_is_not_http_is_refused_with_the_cli_text() {
+        let Err(e) = HttpApi::new("127.0.0.1:9901", None, "a".into()) else {
+            panic!("accepted a base without http://");
+        };
+        assert_eq!(
+            e.to_string(),
+            "invalid --admin URL \"127.0.0.1:9901\": give http://HOST:PORT"
+        );
     }
 }

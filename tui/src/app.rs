@@ -5,7 +5,7 @@
 //! `apply`. So every key sequence is unit-testable without a terminal.
 
 use crate::api::{Action, ApiError};
-use crate::view::{DiffRecord, History, RouteView, Status, Summary};
+use crate::view::{DiffRecord, History, RouteShift, RouteView, Status, Summary};
 
 /// A key, as far as the TUI cares (decoupled from crossterm for tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

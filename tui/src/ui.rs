@@ -10,7 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 
 use crate::app::{App, Connection, Input, Mode, Pane, View, split_text};
-use crate::view::{RouteView, VersionView};
+use crate::view::{RouteShift, RouteView, VersionView};
 
 /// Styles, or none at all without colour.
 struct Theme {

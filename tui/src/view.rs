@@ -1,58 +1,21 @@
-//! The TUI's own view of the admin API's JSON (SPEC section 5): only what
-//! it shows, every field defaulted so an older or newer proxy still parses.
+//! The admin API's answers as the TUI reads them: the wire types of
+//! `strangler_api::wire`, re-exported so the TUI's paths stay, plus what the
+//! TUI alone asks of them ([`RouteShift`]).
 
-use std::collections::BTreeMap;
+pub use strangler_api::wire::{
+    DiffRecord, FieldView, History, RampView, RouteSummary, RouteView, ShadowView, Status, Summary,
+    UpstreamStats, VersionView,
+};
 
-use serde::Deserialize;
-use serde_json::Value;
-
-/// `GET /api/v1/status`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Status {
-    /// The proxy's listening address.
-    pub proxy: String,
-    pub version: u64,
-    pub default_upstream: String,
-    pub routes: Vec<RouteView>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct RouteView {
-    pub name: String,
-    #[serde(rename = "match")]
-    pub matcher: String,
-    pub split: BTreeMap<String, f64>,
-    pub file_split: BTreeMap<String, f64>,
-    #[serde(rename = "override")]
-    pub overridden: bool,
-    pub rolled_back: bool,
-    pub sticky: Option<String>,
-    pub shadow: Option<ShadowView>,
-    pub requests: u64,
-    pub mismatch_rate: f64,
-    pub shadow_compared: u64,
-    pub upstreams: BTreeMap<String, UpstreamStats>,
-    pub ramp: Option<RampView>,
-}
-
-/// A route's ramp, as `status` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct RampView {
-    pub state: String,
-    pub to: String,
-    pub step: u64,
-    pub steps: u64,
-    pub share: Option<f64>,
-    pub note: String,
-}
-
-impl RouteView {
+/// What `+` / `-` shift on a route.
+pub trait RouteShift {
     /// The route's one upstream besides the default, if there is exactly
     /// one (what `+` / `-` shift).
-    pub fn new_upstream(&self, default: &str) -> Option<String> {
+    fn new_upstream(&self, default: &str) -> Option<String>;
+}
+
+impl RouteShift for RouteView {
+    fn new_upstream(&self, default: &str) -> Option<String> {
         let mut names: Vec<&String> = self
             .split
             .keys()
@@ -67,81 +30,6 @@ impl RouteView {
         }
     }
 }
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct ShadowView {
-    pub enabled: bool,
-    pub upstream: String,
-    pub percent: f64,
-    #[serde(rename = "override")]
-    pub overridden: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct UpstreamStats {
-    pub rps: f64,
-    pub error_rate: f64,
-    pub p99_ms: f64,
-    pub requests: u64,
-}
-
-/// `GET /api/v1/diffs/summary`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct Summary {
-    pub routes: Vec<RouteSummary>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct RouteSummary {
-    pub route: String,
-    pub compared: u64,
-    pub matched: u64,
-    pub mismatched: u64,
-    pub shadow_errors: u64,
-    pub shadow_timeouts: u64,
-    pub mismatch_rate: f64,
-    pub fields: Vec<FieldView>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct FieldView {
-    pub path: String,
-    pub kind: String,
-    pub count: u64,
-    pub raw_rate: f64,
-    pub noise_rate: f64,
-    pub noise: Option<bool>,
-    pub first_seen: String,
-    pub last_seen: String,
-    pub examples: Vec<String>,
-}
-
-/// `GET /api/v1/history`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct History {
-    pub versions: Vec<VersionView>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct VersionView {
-    pub version: u64,
-    pub time: String,
-    pub actor: String,
-    pub reason: String,
-    pub route: Option<String>,
-    pub change: Value,
-}
-
-/// `GET /api/v1/diffs/{id}`: kept as JSON, shown as it is.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DiffRecord(pub Value);
 
 #[cfg(test)]
 mod tests {
@@ -163,5 +51,15 @@ mod tests {
             s.routes[0].new_upstream("monolith").as_deref(),
             Some("orders")
         );
+    }
+
+    #[test]
+    fn no_single_new_upstream_means_none() {
+        let s: Status = serde_json::from_str(
+            r#"{"routes": [{"split": {"a": 50, "b": 50}}, {"split": {"monolith": 100}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.routes[0].new_upstream("monolith"), None);
+        assert_eq!(s.routes[1].new_upstream("monolith"), None);
     }
 }
