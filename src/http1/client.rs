@@ -23,11 +23,12 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use strangler_shadow::capture::RawHeaders;
 
+use crate::http1::common::{HeaderAt, parse_length, poll_read_buf};
 use crate::http1::headers::Forwarding;
 
 /// Idle connections kept per instance at most.
@@ -148,17 +149,9 @@ impl H1Conn {
 
     /// Reads what the socket has into `buf`; `Ok(0)` at the end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(self.read_size);
-        }
-        let len = self.buf.len();
-        let mut read = ReadBuf::uninit(self.buf.spare_capacity_mut());
-        let offered = read.remaining();
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
-        let n = read.filled().len();
-        // SAFETY: poll_read initialised the first `n` bytes of the spare
-        // capacity (ReadBuf tracks what was filled).
-        unsafe { self.buf.set_len(len + n) };
+        let n = ready!(poll_read_buf(&mut self.io, &mut self.buf, self.read_size, cx))?;
+        // The room that read was offered (reading leaves the capacity as is).
+        let offered = self.buf.capacity() - (self.buf.len() - n);
         // Adaptive, as hyper's reads: grow while reads fill all the room
         // they were given, shrink back when they come in far smaller, so
         // that small answers never pin large buffers.
@@ -479,8 +472,6 @@ impl NameKind {
     }
 }
 
-/// (name start, name end, value start, value end) of a header in its head.
-type HeaderAt = (usize, usize, usize, usize);
 
 /// A response head's parts, as offsets into the bytes it was parsed from
 /// (the headers' are in the `indices` given to [`parse_head`]).
@@ -527,15 +518,6 @@ fn parse_head(buf: &[u8], indices: &mut Vec<HeaderAt>) -> Result<Option<ParsedHe
     }))
 }
 
-/// A Content-Length value: decimal digits only.
-pub(crate) fn parse_length(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
-}
 
 /// Writes the head of a body-less request, as hyper's client would: origin
 /// form, the headers as they are, and `content-length: 0` for methods that

@@ -2,5 +2,6 @@
 //! client side for plain-http upstreams.
 
 pub mod client;
+pub mod common;
 pub mod headers;
 pub mod server;

@@ -33,12 +33,11 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::upstream::body::ProxyBody;
-use crate::server::drain::Ticket;
-use crate::proxy::error::ProxyError;
-use crate::server::send_timeout::SendTimeout;
-use crate::state::Shared;
-use crate::timer::PooledSleep;
+use hyper::body::Incoming;
+use hyper_util::server::graceful::GracefulConnection;
+
+use crate::http1::common::{BoxError, HeaderAt, parse_length, poll_read_buf};
+use crate::timer::{PooledSleep, SleepPool};
 
 /// The limits of `[listen]` that apply to request heads.
 #[derive(Debug, Clone, Copy)]
@@ -54,17 +53,71 @@ pub struct Limits {
     pub max_headers: usize,
 }
 
-/// What every connection shares: the proxy's state, hyper's builder for
-/// the connections handed over, and the limits.
-pub struct Server {
-    pub shared: Arc<Shared>,
+/// What every connection shares: the service, hyper's builder for the
+/// connections handed over, the limits and the header read timers.
+pub struct Server<Sv> {
+    pub service: Arc<Sv>,
     pub hyper: Arc<auto::Builder<TokioExecutor>>,
     pub limits: Limits,
+    pub sleeps: Arc<SleepPool>,
+}
+
+/// What a server serves: the proxy in strangler, a trivial function in
+/// tests. Requests and responses share one body type.
+pub trait Service: Send + Sync + 'static {
+    /// A request's body (empty on this path, hyper's `Incoming` on
+    /// hyper's) and a response's.
+    type Body: http_body::Body<Data = Bytes, Error = BoxError>
+        + Default
+        + From<Incoming>
+        + Send
+        + Unpin
+        + 'static;
+
+    /// Answers one request; never fails (errors are responses).
+    fn call(
+        &self,
+        req: Request<Self::Body>,
+        peer: SocketAddr,
+        peer_ip: &HeaderValue,
+    ) -> impl Future<Output = Response<Self::Body>> + Send + use<Self>;
+
+    /// The answer to a request head this server refuses before calling.
+    fn refuse(&self, err: HeadError) -> Response<Self::Body>;
+}
+
+/// A request head refused by the server itself, or a final answer it
+/// cannot send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    /// A malformed head: 400.
+    BadRequest(String),
+    /// Over `max_header_bytes` or `max_headers`: 431.
+    HeadTooLarge,
+    /// Over the longest request target: 414.
+    UriTooLong,
+    /// The service answered a 1xx as its final response: 502.
+    InterimAsFinal(StatusCode),
+}
+
+/// How the server's graceful shutdown reaches one connection.
+pub trait ShutdownWatch: Send + 'static {
+    /// Whether shutdown has begun; registers the task to be woken when it
+    /// does.
+    fn poll_shutting_down(&mut self, cx: &Context<'_>) -> bool;
+    /// Whether shutdown has begun (registers nothing).
+    fn is_shutting_down(&self) -> bool;
+    /// Runs a connection hyper serves, shutting it down gracefully when
+    /// the server does.
+    fn watch<C>(self, conn: C) -> impl Future<Output = C::Output> + Send
+    where
+        C: GracefulConnection + Send,
+        C::Output: Send;
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Space offered to each read of request bytes (hyper's first read size).
-const READ_SIZE: usize = 8 * 1024;
+pub const READ_SIZE: usize = 8 * 1024;
 /// A body chunk smaller than this is copied next to the head or the chunk
 /// framing, and the lot written at once; a larger one is written from its
 /// own buffer beside them (one vectored write).
@@ -83,9 +136,6 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// Longest request target accepted (hyper's limit); beyond it: 414.
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 
-/// (name start, name end, value start, value end) of a header in its head.
-type HeaderAt = (usize, usize, usize, usize);
-
 /// What a request asks of its response.
 #[derive(Debug, Clone, Copy)]
 struct Asked {
@@ -97,13 +147,13 @@ struct Asked {
 /// What reading the next request came to. (Mostly a request: boxing it
 /// would cost an allocation per request to save a move.)
 #[allow(clippy::large_enum_variant)]
-enum Next {
-    Request(Request<ProxyBody>, Asked),
+enum Next<B> {
+    Request(Request<B>, Asked),
     /// A request (or protocol) this module does not take: hyper takes the
     /// connection.
     HandOff,
     /// A head that cannot be served: answered with this error, then closed.
-    Refuse(ProxyError),
+    Refuse(HeadError),
     /// The client closed, went quiet past the timeout, or shutdown began.
     Close,
 }
@@ -136,12 +186,12 @@ struct Conn<S> {
 }
 
 /// Serves one client connection until it closes or is handed to hyper.
-pub async fn serve<S: ClientStream>(
+pub async fn serve<S: ClientStream, Sv: Service, T: ShutdownWatch>(
     stream: S,
     peer: SocketAddr,
     peer_ip: HeaderValue,
-    server: Arc<Server>,
-    mut ticket: Ticket,
+    server: Arc<Server<Sv>>,
+    mut ticket: T,
 ) {
     let mut conn = Conn {
         stream,
@@ -163,7 +213,7 @@ pub async fn serve<S: ClientStream>(
                     http10: false,
                     keep_alive: false,
                 };
-                conn.write_response(err.response(None, None), asked, true)
+                conn.write_response(server.service.refuse(err), asked, true, &*server.service)
                     .await;
                 return conn.close().await;
             }
@@ -178,63 +228,56 @@ pub async fn serve<S: ClientStream>(
         };
         first = false;
         // Pinned where it is made: the future (several KiB) is not moved.
-        let handled = std::pin::pin!(crate::proxy::handle(
-            server.shared.clone(),
-            peer,
-            peer_ip.clone(),
-            req
-        ));
+        let handled = std::pin::pin!(server.service.call(req, peer, &peer_ip));
         let Some(resp) = conn.unless_client_leaves(handled).await else {
             // The client hung up: the request is dropped, as hyper does.
             return;
         };
-        let Ok(resp) = resp;
         let shutting_down = ticket.is_shutting_down();
-        if !conn.write_response(resp, asked, shutting_down).await {
+        if !conn
+            .write_response(resp, asked, shutting_down, &*server.service)
+            .await
+        {
             return conn.close().await;
         }
     }
 }
 
-/// The service hyper runs for a connection it serves: the proxy.
-pub fn hyper_service(
-    shared: Arc<Shared>,
+/// The service hyper runs for a connection it serves.
+pub fn hyper_service<Sv: Service>(
+    service: Arc<Sv>,
     peer: SocketAddr,
     peer_ip: HeaderValue,
 ) -> impl hyper::service::Service<
-    Request<hyper::body::Incoming>,
-    Response = Response<ProxyBody>,
+    Request<Incoming>,
+    Response = Response<Sv::Body>,
     Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>
+    Future = impl Future<Output = Result<Response<Sv::Body>, std::convert::Infallible>>
              + Send
              + 'static,
 > + Clone
 + Send
 + 'static {
-    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        crate::proxy::handle(
-            shared.clone(),
-            peer,
-            peer_ip.clone(),
-            req.map(ProxyBody::Incoming),
-        )
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let answer = service.call(req.map(Sv::Body::from), peer, &peer_ip);
+        async move { Ok(answer.await) }
     })
 }
 
 /// hyper serves the rest of the connection, starting with the bytes read
 /// and not yet consumed.
-async fn hand_off<S: ClientStream>(
+async fn hand_off<S: ClientStream, Sv: Service, T: ShutdownWatch>(
     conn: Conn<S>,
     peer: SocketAddr,
     peer_ip: HeaderValue,
-    server: &Server,
-    ticket: Ticket,
+    server: &Server<Sv>,
+    ticket: T,
 ) {
     let io = TokioIo::new(Prefixed {
         prefix: conn.rbuf,
         io: conn.stream,
     });
-    let service = hyper_service(server.shared.clone(), peer, peer_ip);
+    let service = hyper_service(server.service.clone(), peer, peer_ip);
     let served = server
         .hyper
         .serve_connection_with_upgrades(io, service)
@@ -246,7 +289,12 @@ async fn hand_off<S: ClientStream>(
 
 impl<S: ClientStream> Conn<S> {
     /// Reads and parses the next request head.
-    async fn read_request(&mut self, server: &Server, ticket: &mut Ticket, first: bool) -> Next {
+    async fn read_request<Sv: Service>(
+        &mut self,
+        server: &Server<Sv>,
+        ticket: &mut impl ShutdownWatch,
+        first: bool,
+    ) -> Next<Sv::Body> {
         let limits = &server.limits;
         let mut armed = false;
         loop {
@@ -261,7 +309,7 @@ impl<S: ClientStream> Conn<S> {
                     match self.parse(limits) {
                         Ok(Some(next)) => return next,
                         Ok(None) if self.rbuf.len() >= limits.max_header_bytes => {
-                            return Next::Refuse(ProxyError::HeadTooLarge);
+                            return Next::Refuse(HeadError::HeadTooLarge);
                         }
                         Ok(None) => {}
                         Err(e) => return Next::Refuse(e),
@@ -272,7 +320,7 @@ impl<S: ClientStream> Conn<S> {
                 if ticket.poll_shutting_down(cx) {
                     return Poll::Ready(Wait::ShuttingDown);
                 }
-                match poll_read_buf(&mut self.stream, &mut self.rbuf, cx) {
+                match poll_read_buf(&mut self.stream, &mut self.rbuf, READ_SIZE, cx) {
                     Poll::Ready(Ok(n)) => return Poll::Ready(Wait::Read(n)),
                     Poll::Ready(Err(_)) => return Poll::Ready(Wait::Failed),
                     Poll::Pending => {}
@@ -286,7 +334,7 @@ impl<S: ClientStream> Conn<S> {
                     armed = true;
                     self.deadline = tokio::time::Instant::now() + limits.header_read_timeout;
                     if self.timer.is_none() {
-                        self.timer = Some(server.shared.sleeps.sleep_until(self.deadline));
+                        self.timer = Some(server.sleeps.sleep_until(self.deadline));
                     }
                 }
                 while let Some(timer) = self.timer.as_mut() {
@@ -315,7 +363,7 @@ impl<S: ClientStream> Conn<S> {
     }
 
     /// Parses the head at the start of `rbuf`: `None` while incomplete.
-    fn parse(&mut self, limits: &Limits) -> Result<Option<Next>, ProxyError> {
+    fn parse<B: Default>(&mut self, limits: &Limits) -> Result<Option<Next<B>>, HeadError> {
         let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
         let mut heap;
         let slots = if limits.max_headers <= STACK_HEADERS {
@@ -331,23 +379,23 @@ impl<S: ClientStream> Conn<S> {
         {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeadTooLarge),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadTooLarge),
             Err(e) => {
-                return Err(ProxyError::BadRequest(format!(
+                return Err(HeadError::BadRequest(format!(
                     "malformed request head ({e})"
                 )));
             }
         };
         if len > limits.max_header_bytes {
-            return Err(ProxyError::HeadTooLarge);
+            return Err(HeadError::HeadTooLarge);
         }
         let base = buf.as_ptr() as usize;
         let offset = |s: &[u8]| s.as_ptr() as usize - base;
         let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
-            return Err(ProxyError::BadRequest("malformed request head".into()));
+            return Err(HeadError::BadRequest("malformed request head".into()));
         };
         if path.len() > MAX_URI_LEN {
-            return Err(ProxyError::UriTooLong);
+            return Err(HeadError::UriTooLong);
         }
         let method = (offset(method.as_bytes()), method.len());
         let path = (offset(path.as_bytes()), path.len());
@@ -387,17 +435,17 @@ impl<S: ClientStream> Conn<S> {
             return Ok(Some(Next::HandOff));
         }
         let method = Method::from_bytes(method_bytes)
-            .map_err(|_| ProxyError::BadRequest("invalid method".into()))?;
+            .map_err(|_| HeadError::BadRequest("invalid method".into()))?;
 
         let head = self.rbuf.split_to(len).freeze();
         let uri = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1))
-            .map_err(|_| ProxyError::BadRequest("invalid request target".into()))?;
+            .map_err(|_| HeadError::BadRequest("invalid request target".into()))?;
         let mut headers = self.spare_headers.take().unwrap_or_default();
         // Room for the forwarding headers the proxy adds, too.
         headers.reserve(self.indices.len() + 4);
         for &(ns, ne, vs, ve) in &self.indices {
             let name = HeaderName::from_bytes(&head[ns..ne])
-                .map_err(|_| ProxyError::BadRequest("invalid header name".into()))?;
+                .map_err(|_| HeadError::BadRequest("invalid header name".into()))?;
             // SAFETY: httparse accepts in a header value only HTAB, visible
             // ASCII, SP and obs-text (0x80-0xFF): exactly the bytes a
             // HeaderValue may hold (hyper's server relies on the same).
@@ -409,7 +457,7 @@ impl<S: ClientStream> Conn<S> {
             http10,
             keep_alive: keep_alive && !close,
         };
-        let mut request = Request::new(ProxyBody::Empty);
+        let mut request = Request::new(B::default());
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.version_mut() = if http10 {
@@ -437,15 +485,16 @@ impl<S: ClientStream> Conn<S> {
 
     /// Writes a response; true when the connection stays open for the
     /// next request.
-    async fn write_response(
+    async fn write_response<Sv: Service>(
         &mut self,
-        resp: Response<ProxyBody>,
+        resp: Response<Sv::Body>,
         asked: Asked,
         shutting_down: bool,
+        service: &Sv,
     ) -> bool {
         let (mut parts, mut body) = resp.into_parts();
         let mut keep_alive = asked.keep_alive && !shutting_down;
-        if refuse_interim(&mut parts, &mut body) {
+        if refuse_interim(&mut parts, &mut body, service) {
             keep_alive = false;
         }
         let framing = encode_response_head(&parts, &body, asked, &mut keep_alive, &mut self.wbuf);
@@ -585,7 +634,7 @@ impl<S: ClientStream> Conn<S> {
 
 /// A step of writing a response body.
 enum Step {
-    Frame(Option<Result<http_body::Frame<Bytes>, crate::upstream::body::BoxError>>),
+    Frame(Option<Result<http_body::Frame<Bytes>, BoxError>>),
     Flush,
     ClientLeft,
 }
@@ -593,15 +642,17 @@ enum Step {
 /// Replaces a 1xx given as the final answer with a 502: only an upgrade
 /// may end with one (and those are hyper's), and a client sent a 1xx would
 /// wait for the real answer. True when it did.
-fn refuse_interim(parts: &mut http::response::Parts, body: &mut ProxyBody) -> bool {
+fn refuse_interim<Sv: Service>(
+    parts: &mut http::response::Parts,
+    body: &mut Sv::Body,
+    service: &Sv,
+) -> bool {
     if !parts.status.is_informational() {
         return false;
     }
-    let err = ProxyError::UpstreamBroken(format!(
-        "upstream answered {} as its final response",
-        parts.status
-    ));
-    (*parts, *body) = err.response(None, None).into_parts();
+    (*parts, *body) = service
+        .refuse(HeadError::InterimAsFinal(parts.status))
+        .into_parts();
     true
 }
 
@@ -620,7 +671,7 @@ enum Framing {
 /// written. Clears `keep_alive` when the connection must close after it.
 fn encode_response_head(
     parts: &http::response::Parts,
-    body: &ProxyBody,
+    body: &impl http_body::Body,
     asked: Asked,
     keep_alive: &mut bool,
     dst: &mut Vec<u8>,
@@ -664,7 +715,7 @@ fn encode_response_head(
                 wrote_length = true;
             } else {
                 if header_length.is_none() {
-                    header_length = crate::http1::client::parse_length(value.as_bytes().trim_ascii());
+                    header_length = parse_length(value.as_bytes().trim_ascii());
                 }
                 continue;
             }
@@ -813,53 +864,9 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool;
 }
 
-impl ClientStream for SendTimeout<TcpStream> {
-    const BUFFERS_WRITES: bool = false;
-
-    fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
-        tcp_left(self.get_ref(), rbuf, cx)
-    }
-}
-
-/// The timeout beneath TLS: every write to the socket is progress, so a
-/// client reading slowly but steadily is never cut off mid-flush.
-impl ClientStream for tokio_rustls::server::TlsStream<SendTimeout<TcpStream>> {
-    const BUFFERS_WRITES: bool = true;
-
-    /// Readiness of the socket says nothing of what TLS records decrypt
-    /// to: a read says.
-    fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
-        match poll_read_buf(self, rbuf, cx) {
-            Poll::Pending => false,
-            Poll::Ready(Err(_)) => true,
-            Poll::Ready(Ok(n)) => n == 0,
-        }
-    }
-}
-
-/// Reads what the stream has into the spare room of `rbuf` (made when
-/// little is left); `Ok(0)` at the end of the stream.
-fn poll_read_buf<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    rbuf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    if rbuf.capacity() - rbuf.len() < 1024 {
-        rbuf.reserve(READ_SIZE);
-    }
-    let len = rbuf.len();
-    let mut read = ReadBuf::uninit(rbuf.spare_capacity_mut());
-    std::task::ready!(Pin::new(stream).poll_read(cx, &mut read))?;
-    let n = read.filled().len();
-    // SAFETY: poll_read initialised the first `n` bytes of the spare
-    // capacity (ReadBuf tracks them).
-    unsafe { rbuf.set_len(len + n) };
-    Poll::Ready(Ok(n))
-}
-
 /// [`client_left`] for plain TCP. Costs no system call unless the socket
 /// was reported readable.
-fn tcp_left(stream: &TcpStream, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+pub fn tcp_left(stream: &TcpStream, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
     loop {
         match stream.poll_read_ready(cx) {
             Poll::Pending => return false,

@@ -4,6 +4,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
+use crate::http1::server::HeadError;
 use crate::upstream::body::ProxyBody;
 
 /// What went wrong while proxying a request.
@@ -33,6 +34,19 @@ pub enum ProxyError {
     HeadTooLarge,
     #[error("request target too long")]
     UriTooLong,
+}
+
+impl From<HeadError> for ProxyError {
+    fn from(err: HeadError) -> Self {
+        match err {
+            HeadError::BadRequest(why) => ProxyError::BadRequest(why),
+            HeadError::HeadTooLarge => ProxyError::HeadTooLarge,
+            HeadError::UriTooLong => ProxyError::UriTooLong,
+            HeadError::InterimAsFinal(status) => ProxyError::UpstreamBroken(format!(
+                "upstream answered {status} as its final response"
+            )),
+        }
+    }
 }
 
 impl ProxyError {

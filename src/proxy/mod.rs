@@ -23,6 +23,7 @@ use strangler_shadow::Outcome;
 use crate::upstream::body::ProxyBody;
 use crate::proxy::error::ProxyError;
 use crate::http1::client::KeepHeaders;
+use crate::http1::server::{HeadError, Service};
 use crate::http1::headers::{
     append_via, client_ip, idempotent, joined_values, set_forwarded, strip_hop_by_hop,
 };
@@ -30,6 +31,33 @@ use crate::proxy::headers::{RequestHead, request_host};
 use crate::mirror::{Dispatch, NOISE_METHODS, SHADOW_HEADER, TeeBody};
 use crate::state::Shared;
 use crate::upstream::{PooledBody, SendError};
+
+/// The proxy as the service the HTTP/1.1 server (and hyper's) serves.
+pub struct Proxy {
+    pub shared: Arc<Shared>,
+}
+
+impl Service for Proxy {
+    type Body = ProxyBody;
+
+    #[inline]
+    fn call(
+        &self,
+        req: Request<ProxyBody>,
+        peer: SocketAddr,
+        peer_ip: &HeaderValue,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
+        let answer = handle(self.shared.clone(), peer, peer_ip.clone(), req);
+        async move {
+            let Ok(resp) = answer.await;
+            resp
+        }
+    }
+
+    fn refuse(&self, err: HeadError) -> Response<ProxyBody> {
+        ProxyError::from(err).response(None, None)
+    }
+}
 
 /// Serves one request. Never fails: errors become JSON responses.
 pub async fn handle(

@@ -17,6 +17,8 @@ use std::task::{Context, Poll, Waker};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::Notify;
 
+use crate::http1::server::ShutdownWatch;
+
 #[derive(Debug, Default)]
 struct Inner {
     shutting_down: AtomicBool,
@@ -138,6 +140,24 @@ impl Drop for Ticket {
             // A stored permit if the shutdown is not waiting yet.
             self.inner.all_done.notify_one();
         }
+    }
+}
+
+impl ShutdownWatch for Ticket {
+    fn poll_shutting_down(&mut self, cx: &Context<'_>) -> bool {
+        Ticket::poll_shutting_down(self, cx)
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        Ticket::is_shutting_down(self)
+    }
+
+    fn watch<C>(self, conn: C) -> impl Future<Output = C::Output> + Send
+    where
+        C: GracefulConnection + Send,
+        C::Output: Send,
+    {
+        Ticket::watch(self, conn)
     }
 }
 

@@ -17,6 +17,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::http1::server::Server;
+use crate::proxy::Proxy;
 use crate::server::drain::Drain;
 use crate::state::Shared;
 
@@ -58,8 +60,11 @@ pub async fn run(
         let live = shared.live.load();
         let listen = &live.config().listen;
         Arc::new(crate::http1::server::Server {
-            shared: shared.clone(),
+            service: Arc::new(Proxy {
+                shared: shared.clone(),
+            }),
             hyper: builder.clone(),
+            sleeps: shared.sleeps.clone(),
             limits: crate::http1::server::Limits {
                 header_read_timeout: listen.header_read_timeout,
                 send_timeout: listen.send_timeout,
@@ -114,7 +119,7 @@ pub async fn run(
 fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    lean: &Arc<crate::http1::server::Server>,
+    lean: &Arc<Server<Proxy>>,
     tls: Option<&TlsAcceptor>,
     graceful: &Drain,
 ) {
@@ -158,7 +163,7 @@ fn serve_connection(
                 if tls_stream.get_ref().1.alpn_protocol() != Some(b"h2") {
                     return crate::http1::server::serve(tls_stream, peer, peer_ip, lean, ticket).await;
                 }
-                let service = crate::http1::server::hyper_service(lean.shared.clone(), peer, peer_ip);
+                let service = crate::http1::server::hyper_service(lean.service.clone(), peer, peer_ip);
                 let conn = lean
                     .hyper
                     .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)

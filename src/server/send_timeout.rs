@@ -11,8 +11,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use crate::http1::common::poll_read_buf;
+use crate::http1::server::{ClientStream, READ_SIZE, tcp_left};
 
 /// A client connection whose writes time out.
 #[derive(Debug)]
@@ -126,6 +131,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendTimeout<S> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_shutdown(cx);
         this.progress(r, cx)
+    }
+}
+
+impl ClientStream for SendTimeout<TcpStream> {
+    const BUFFERS_WRITES: bool = false;
+
+    fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+        tcp_left(self.get_ref(), rbuf, cx)
+    }
+}
+
+/// The timeout beneath TLS: every write to the socket is progress, so a
+/// client reading slowly but steadily is never cut off mid-flush.
+impl ClientStream for tokio_rustls::server::TlsStream<SendTimeout<TcpStream>> {
+    const BUFFERS_WRITES: bool = true;
+
+    /// Readiness of the socket says nothing of what TLS records decrypt
+    /// to: a read says.
+    fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+        match poll_read_buf(self, rbuf, READ_SIZE, cx) {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(n)) => n == 0,
+        }
     }
 }
 

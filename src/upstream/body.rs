@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 /// The error of a body strangler passes on (hyper's, or the lean client's).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::http1::common::BoxError;
 
 /// Every body strangler produces.
 #[derive(Debug)]
@@ -26,6 +26,18 @@ pub enum ProxyBody {
     /// A body stored in the route's cache as it streams.
     Cache(Box<crate::policy::cache::CacheBody>),
     Empty,
+}
+
+impl Default for ProxyBody {
+    fn default() -> Self {
+        ProxyBody::Empty
+    }
+}
+
+impl From<Incoming> for ProxyBody {
+    fn from(body: Incoming) -> Self {
+        ProxyBody::Incoming(body)
+    }
 }
 
 impl ProxyBody {
