@@ -19,10 +19,21 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         ],
     ),
     // Upstreams and the mirror know no live state, no request loop, no admin.
-    ("upstream", &["state", "proxy", "mirror", "policy", "control", "cli", "server"]),
-    ("mirror", &["state", "proxy", "policy", "control", "cli", "server"]),
+    (
+        "upstream",
+        &[
+            "state", "proxy", "mirror", "policy", "control", "cli", "server",
+        ],
+    ),
+    (
+        "mirror",
+        &["state", "proxy", "policy", "control", "cli", "server"],
+    ),
     // Policies know no live state and no request loop.
-    ("policy", &["state", "proxy", "mirror", "control", "cli", "server"]),
+    (
+        "policy",
+        &["state", "proxy", "mirror", "control", "cli", "server"],
+    ),
     // State knows no admin, server or CLI.
     ("state", &["control", "server", "cli", "proxy"]),
     // The request path knows no admin.
@@ -91,7 +102,11 @@ fn crate_paths(code: &str) -> Vec<Vec<String>> {
                         .take_while(|c| c.is_alphanumeric() || *c == '_')
                         .collect::<String>()
                 })
-                .take_while(|s| !s.is_empty() && s.chars().all(|c| c.is_lowercase() || c.is_ascii_digit() || c == '_'))
+                .take_while(|s| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|c| c.is_lowercase() || c.is_ascii_digit() || c == '_')
+                })
                 .collect();
             if !segs.is_empty() {
                 out.push(segs);
@@ -151,7 +166,11 @@ fn rooms_import_only_what_the_plan_allows() {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports against the floor plan:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the floor plan:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// A cycle in `graph`, if there is one.
@@ -204,7 +223,11 @@ fn no_import_circles_between_rooms() {
             }
         }
     }
-    assert_eq!(find_cycle(&rooms), None, "rooms import each other in a circle");
+    assert_eq!(
+        find_cycle(&rooms),
+        None,
+        "rooms import each other in a circle"
+    );
 }
 
 #[test]
@@ -216,18 +239,28 @@ fn no_import_circles_between_files() {
         .iter()
         .map(|(k, v)| (named(k), v.iter().map(named).collect()))
         .collect();
-    assert_eq!(find_cycle(&graph), None, "files import each other in a circle");
+    assert_eq!(
+        find_cycle(&graph),
+        None,
+        "files import each other in a circle"
+    );
 }
 
 #[test]
 fn the_checker_sees_imports() {
     // A checker that parsed nothing would pass everything.
     let plan = plan();
-    let proxy = plan.edges.get(&vec!["proxy".to_string()]).expect("src/proxy/mod.rs");
+    let proxy = plan
+        .edges
+        .get(&vec!["proxy".to_string()])
+        .expect("src/proxy/mod.rs");
     assert!(proxy.contains(&vec!["state".to_string()]), "{proxy:?}");
     assert_eq!(
         crate_paths("use crate::a::b::{C, d};\nlet x = crate::e::f(1);"),
-        vec![vec!["a".to_string(), "b".to_string()], vec!["e".to_string(), "f".to_string()]]
+        vec![
+            vec!["a".to_string(), "b".to_string()],
+            vec!["e".to_string(), "f".to_string()]
+        ]
     );
     let mut cyclic = BTreeMap::new();
     cyclic.insert(1, BTreeSet::from([2]));
@@ -244,7 +277,10 @@ fn libraries_know_no_server_and_clients_know_no_engine() {
     for krate in ["rules", "shadow"] {
         let m = manifest(krate);
         for server in ["hyper", "tokio", "strangler-api", "strangler-tui"] {
-            assert!(!m.contains(&format!("\n{server} ")), "{krate} depends on {server}");
+            assert!(
+                !m.contains(&format!("\n{server} ")),
+                "{krate} depends on {server}"
+            );
         }
     }
     for krate in ["tui", "api"] {

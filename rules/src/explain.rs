@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::matcher::RequestView;
+use crate::matcher::{RequestView, SimpleRequest};
 use crate::split::{BUCKETS, fmt_bp};
 use crate::table::{Choice, RouteTable, Target};
 
@@ -315,4 +315,61 @@ impl fmt::Display for Explanation {
         }
         Ok(())
     }
+}
+/// Builds the request `explain` routes: the URL's authority is the Host
+/// unless a `Host` header is given, as curl does.
+pub fn build_request(method: &str, url: &str, headers: &[String]) -> Result<SimpleRequest, String> {
+    // Like curl: the fragment is never sent.
+    let url = url.split_once('#').map_or(url, |(u, _)| u);
+    let (authority, target) = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+                return Err(format!(
+                    "invalid url \"{url}\": scheme must be http or https"
+                ));
+            }
+            match rest.find(['/', '?']) {
+                Some(i) => (Some(&rest[..i]), rest[i..].to_string()),
+                None => (Some(rest), "/".to_string()),
+            }
+        }
+        None if url.starts_with('/') => (None, url.to_string()),
+        None => {
+            return Err(format!(
+                "invalid url \"{url}\": give http://host/path or /path"
+            ));
+        }
+    };
+    let target = if target.starts_with('?') {
+        format!("/{target}")
+    } else {
+        target
+    };
+    if method.is_empty()
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        return Err(format!("invalid method \"{method}\""));
+    }
+    let mut req = SimpleRequest::new(method, &target);
+    // Credentials (user:pw@) are not part of the Host.
+    let authority = authority.map(|a| a.rsplit_once('@').map_or(a, |(_, h)| h));
+    if let Some(a) = authority.filter(|a| !a.is_empty()) {
+        req = req.host(a);
+    }
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("invalid header \"{h}\": write -H 'name: value'"))?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(format!("invalid header \"{h}\": empty name"));
+        }
+        if name.eq_ignore_ascii_case("host") {
+            req.host = Some(value.trim().to_string());
+        }
+        req = req.header(name, value.trim());
+    }
+    Ok(req)
 }

@@ -34,7 +34,10 @@ pub fn list(
         path.push_str("&all=true");
     }
     if let Some(r) = route {
-        path.push_str(&format!("&route={}", crate::proxy::headers::percent_encode(r)));
+        path.push_str(&format!(
+            "&route={}",
+            crate::proxy::headers::percent_encode(r)
+        ));
     }
     let diffs = match c.call(Method::GET, &path, None) {
         Ok(v) => v,
@@ -85,8 +88,8 @@ pub fn list(
             } else {
                 String::new()
             },
-            crate::cli::count(n("shadow_errors") as usize, "shadow error"),
-            crate::cli::count(n("shadow_timeouts") as usize, "timeout"),
+            crate::cli::words::count(n("shadow_errors") as usize, "shadow error"),
+            crate::cli::words::count(n("shadow_timeouts") as usize, "timeout"),
             r["mismatch_rate"].as_f64().unwrap_or(0.0) * 100.0,
             // The rate counts the shadow's failures as differences.
             if n("shadow_errors") + n("shadow_timeouts") > 0 {

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod diffs;
 pub mod explain;
 pub mod serve;
+pub mod words;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,15 +18,6 @@ use crate::state::config_file;
 
 /// The admin API the CLI talks to unless told otherwise.
 const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
-
-/// `n thing` or `n things`.
-pub fn count(n: usize, thing: &str) -> String {
-    if n == 1 {
-        format!("1 {thing}")
-    } else {
-        format!("{n} {thing}s")
-    }
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -384,10 +376,7 @@ fn restore_sigpipe() {
     }
 }
 
-fn admin_client(
-    base: &str,
-    actor: Option<String>,
-) -> Result<strangler_api::AdminClient, ExitCode> {
+fn admin_client(base: &str, actor: Option<String>) -> Result<strangler_api::AdminClient, ExitCode> {
     let token = std::env::var("STRANGLER_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
@@ -478,9 +467,9 @@ fn check(path: &std::path::Path) -> ExitCode {
             println!(
                 "{}: ok ({}, {}, {})",
                 path.display(),
-                count(config.upstreams.len(), "upstream"),
-                count(config.routes.len(), "route"),
-                count(config.aggregates.len(), "aggregate")
+                words::count(config.upstreams.len(), "upstream"),
+                words::count(config.routes.len(), "route"),
+                words::count(config.aggregates.len(), "aggregate")
             );
             ExitCode::SUCCESS
         }

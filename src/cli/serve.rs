@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::state::config_file;
 use crate::state::Shared;
+use crate::state::config_file;
 
 /// Called with the bound proxy and admin addresses once both listen.
 pub type OnListening = Arc<dyn Fn(std::net::SocketAddr, std::net::SocketAddr) + Send + Sync>;
@@ -195,10 +195,12 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     spawn_reload_on_sighup(shared.clone());
     spawn_rate_limit_cleanup(shared.clone());
     if let Some(url) = &shared.live.load().config().notify.webhook {
-        let _ = shared.notifier.set(crate::control::notify::Notifier::start(url));
+        let _ = shared
+            .notifier
+            .set(Box::new(crate::control::notify::Notifier::start(url)));
     }
     crate::control::ramp::spawn(shared.clone());
-    let shutdown = shutdown_signal();
+    let shutdown = crate::server::shutdown::shutdown_signal();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let _ = shared.proxy_addr.set(format!("{scheme}://{bound}"));
     {
@@ -248,38 +250,6 @@ fn spawn_reload_on_sighup(shared: Arc<Shared>) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT. The handlers are installed when this is
-/// called, not when the future is first polled.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let streams = {
-        use tokio::signal::unix::{SignalKind, signal};
-        (
-            signal(SignalKind::terminate()).ok(),
-            signal(SignalKind::interrupt()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        match streams {
-            (Some(mut term), Some(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("shutdown requested; no longer accepting connections");
-    }
-}
-
 /// How old a remote JWKS may get before it is fetched again.
 const JWKS_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -296,7 +266,7 @@ fn spawn_rate_limit_cleanup(shared: Arc<Shared>) {
             }
             // Remote JWKS are refreshed every few minutes.
             let live = shared.live.load_full();
-            for auth in live.auths.iter().flatten() {
+            for auth in live.routes.iter().filter_map(|r| r.auth.as_ref()) {
                 if let Some(remote) = auth.remote().cloned() {
                     let _ = tokio::task::spawn_blocking(move || {
                         remote.refresh_if_older(JWKS_REFRESH);

@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 use strangler_rules::split::BUCKETS;
 use tokio::net::TcpListener;
 
-use crate::state::layer::{self, ControlError, RouteOverride, ShadowOverride};
 use crate::mirror::ShadowRuntime;
 use crate::state::Shared;
-use strangler_shadow::summary::{Judge, RouteRules, RouteSummary, summarize};
+use crate::state::layer::{self, ControlError, RouteOverride, ShadowOverride};
+use strangler_shadow::summary::{Judge, RouteSummary};
 
 /// The token the admin API requires, if any.
 #[derive(Debug, Clone)]
@@ -907,7 +907,7 @@ async fn diffs_list(shared: &Arc<Shared>, query: &str) -> Result<Value, ControlE
         )));
     }
     let judge = (!all).then(|| {
-        let (summary, rules) = summaries(shared, &rt);
+        let (summary, rules) = shared.shadow_summaries(&rt);
         Judge::new(&summary, rules)
     });
     let records = blocking(move || {
@@ -1011,44 +1011,11 @@ async fn diffs_summary(shared: &Arc<Shared>, query: &str) -> Result<Value, Contr
     if let Some(r) = &only {
         known_route(shared, &rt, r)?;
     }
-    let (mut summary, _) = summaries(shared, &rt);
+    let (mut summary, _) = shared.shadow_summaries(&rt);
     if let Some(r) = &only {
         summary.retain(|s| &s.route == r);
     }
     Ok(json!({"routes": summary}))
-}
-
-/// Every shadowed route's summary, judged with the rules in force now,
-/// and those rules.
-pub(crate) fn summaries(
-    shared: &Arc<Shared>,
-    rt: &ShadowRuntime,
-) -> (Vec<RouteSummary>, BTreeMap<String, RouteRules>) {
-    let live = shared.live.load_full();
-    let rules: BTreeMap<String, RouteRules> = live
-        .config()
-        .routes
-        .iter()
-        .filter(|r| r.shadow.is_some())
-        .map(|r| {
-            let added = live
-                .layer
-                .routes
-                .get(&r.name)
-                .map(|o| o.ignore_fields_add.clone())
-                .unwrap_or_default();
-            let ignore = r.compare.ignore_fields.iter().chain(&added);
-            (
-                r.name.clone(),
-                RouteRules::new(ignore, r.compare.noise_check.clone()),
-            )
-        })
-        .collect();
-    // Counts first: every comparison they include is in the aggregates.
-    let counts = rt.counters().snapshot();
-    let fields = rt.pipeline.fields();
-    let sigs = rt.pipeline.signatures();
-    (summarize(&counts, fields, &sigs, &rules), rules)
 }
 
 /// `GET /api/v1/status`.
@@ -1059,7 +1026,8 @@ pub fn status(shared: &Arc<Shared>) -> Value {
         .shadow
         .as_ref()
         .map(|rt| {
-            summaries(shared, rt)
+            shared
+                .shadow_summaries(rt)
                 .0
                 .into_iter()
                 .map(|s| (s.route.clone(), s))
@@ -1086,7 +1054,7 @@ pub fn status(shared: &Arc<Shared>) -> Value {
             });
             let mut upstreams = serde_json::Map::new();
             let mut requests = 0;
-            for (u, cell) in config.upstreams.iter().zip(&live.cells[i + 1]) {
+            for (u, cell) in config.upstreams.iter().zip(&live.route(i).cells) {
                 let snap = cell.snapshot();
                 requests += snap.requests;
                 if split.weight_of(
@@ -1125,7 +1093,7 @@ pub fn status(shared: &Arc<Shared>) -> Value {
         })
         .collect();
     let mut default_upstreams = serde_json::Map::new();
-    for (u, cell) in config.upstreams.iter().zip(&live.cells[0]) {
+    for (u, cell) in config.upstreams.iter().zip(&live.routes[0].cells) {
         let snap = cell.snapshot();
         if snap.requests > 0 {
             default_upstreams.insert(u.name.clone(), json!(snap));
@@ -1153,7 +1121,7 @@ fn explain(shared: &Arc<Shared>, body: &Body) -> Result<Value, ControlError> {
         .into_iter()
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
-    let req = crate::cli::explain::build_request(&method, &url, &headers)
+    let req = strangler_rules::explain::build_request(&method, &url, &headers)
         .map_err(ControlError::Invalid)?;
     let live = shared.live.load_full();
     let e = strangler_rules::explain(&live.table, &req);
@@ -1186,7 +1154,7 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
         "counter",
         "Requests by route, upstream and status class.",
     );
-    for (route, cells) in names.iter().zip(&live.cells) {
+    for (route, cells) in names.iter().zip(live.routes.iter().map(|r| &r.cells)) {
         for (u, cell) in config.upstreams.iter().zip(cells) {
             for (class, n) in cell.by_class() {
                 let _ = writeln!(
@@ -1203,7 +1171,7 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
         "histogram",
         "Time to response headers by route and upstream.",
     );
-    for (route, cells) in names.iter().zip(&live.cells) {
+    for (route, cells) in names.iter().zip(live.routes.iter().map(|r| &r.cells)) {
         for (u, cell) in config.upstreams.iter().zip(cells) {
             let (cumulative, sum, count) = cell.histogram(&BOUNDS);
             if count == 0 {
@@ -1274,16 +1242,8 @@ fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
             "counter",
             "Ramp webhook events by result.",
         );
-        for (result, c) in [
-            ("sent", &n.counts.sent),
-            ("failed", &n.counts.failed),
-            ("dropped", &n.counts.dropped),
-        ] {
-            let _ = writeln!(
-                out,
-                "strangler_notify_total{{result=\"{result}\"}} {}",
-                c.load(std::sync::atomic::Ordering::Relaxed)
-            );
+        for (result, count) in n.counts() {
+            let _ = writeln!(out, "strangler_notify_total{{result=\"{result}\"}} {count}");
         }
     }
     let caches = shared.caches.all();

@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::state::EventSink;
+
 /// Events waiting at most; more are dropped and counted.
 const QUEUE: usize = 256;
 
@@ -78,6 +80,20 @@ impl Notifier {
         if self.tx.try_send(event).is_err() {
             self.counts.dropped.fetch_add(1, Relaxed);
         }
+    }
+}
+
+impl EventSink for Notifier {
+    fn send(&self, event: Value) {
+        Notifier::send(self, event);
+    }
+
+    fn counts(&self) -> [(&'static str, u64); 3] {
+        [
+            ("sent", self.counts.sent.load(Relaxed)),
+            ("failed", self.counts.failed.load(Relaxed)),
+            ("dropped", self.counts.dropped.load(Relaxed)),
+        ]
     }
 }
 

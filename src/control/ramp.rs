@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::state::layer::{Ramp, RouteOverride};
 use crate::state::Shared;
+use crate::state::layer::{Ramp, RouteOverride};
 use crate::state::stats::{Cumulative, Span};
 
 /// How often the engine looks; also the fast check's period.
@@ -62,8 +62,8 @@ pub fn spawn(shared: Arc<Shared>) {
                     continue;
                 };
                 let default = config.default_upstream;
-                let new_now = live.cells[i + 1][to.index()].cumulative();
-                let def_now = live.cells[i + 1][default.index()].cumulative();
+                let new_now = live.route(i).cells[to.index()].cumulative();
+                let def_now = live.route(i).cells[default.index()].cumulative();
                 let shadow_now = mismatch_counts(&shared, &name);
                 let base = baselines.entry(name.clone()).or_insert_with(|| Baseline {
                     step: ramp.step,
@@ -235,7 +235,7 @@ fn figures(
 /// match (noise excluded), when it is shadowed.
 fn mismatch_counts(shared: &Arc<Shared>, route: &str) -> Option<(u64, u64)> {
     let rt = shared.shadow.as_ref()?;
-    let (summaries, _) = crate::control::api::summaries(shared, rt);
+    let (summaries, _) = shared.shadow_summaries(rt);
     let s = summaries.into_iter().find(|s| s.route == route)?;
     Some((
         s.compared,

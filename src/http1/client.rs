@@ -149,7 +149,12 @@ impl H1Conn {
 
     /// Reads what the socket has into `buf`; `Ok(0)` at the end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let n = ready!(poll_read_buf(&mut self.io, &mut self.buf, self.read_size, cx))?;
+        let n = ready!(poll_read_buf(
+            &mut self.io,
+            &mut self.buf,
+            self.read_size,
+            cx
+        ))?;
         // The room that read was offered (reading leaves the capacity as is).
         let offered = self.buf.capacity() - (self.buf.len() - n);
         // Adaptive, as hyper's reads: grow while reads fill all the room
@@ -472,7 +477,6 @@ impl NameKind {
     }
 }
 
-
 /// A response head's parts, as offsets into the bytes it was parsed from
 /// (the headers' are in the `indices` given to [`parse_head`]).
 struct ParsedHead {
@@ -517,7 +521,6 @@ fn parse_head(buf: &[u8], indices: &mut Vec<HeaderAt>) -> Result<Option<ParsedHe
         reason,
     }))
 }
-
 
 /// Writes the head of a body-less request, as hyper's client would: origin
 /// form, the headers as they are, and `content-length: 0` for methods that

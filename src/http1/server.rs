@@ -252,9 +252,7 @@ pub fn hyper_service<Sv: Service>(
     Request<Incoming>,
     Response = Response<Sv::Body>,
     Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<Response<Sv::Body>, std::convert::Infallible>>
-             + Send
-             + 'static,
+    Future = impl Future<Output = Result<Response<Sv::Body>, std::convert::Infallible>> + Send + 'static,
 > + Clone
 + Send
 + 'static {
@@ -967,11 +965,176 @@ impl<S: ClientStream> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A body for tests: nothing, bytes in memory, or hyper's.
+    #[derive(Default)]
+    enum TestBody {
+        #[default]
+        Empty,
+        Full(Option<Bytes>),
+        Incoming(Incoming),
+    }
+
+    impl TestBody {
+        fn full(b: &'static str) -> Self {
+            TestBody::Full(Some(Bytes::from_static(b.as_bytes())))
+        }
+    }
+
+    impl From<Incoming> for TestBody {
+        fn from(b: Incoming) -> Self {
+            TestBody::Incoming(b)
+        }
+    }
+
+    impl http_body::Body for TestBody {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            match self.get_mut() {
+                TestBody::Empty => Poll::Ready(None),
+                TestBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(http_body::Frame::data(d)))),
+                TestBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            }
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            match self {
+                TestBody::Empty => http_body::SizeHint::with_exact(0),
+                TestBody::Full(b) => {
+                    http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+                }
+                TestBody::Incoming(b) => b.size_hint(),
+            }
+        }
+    }
+
+    /// A trivial service: answers `METHOD PATH`, and refusals with their
+    /// status and the error's debug text.
+    struct Echo;
+
+    impl Service for Echo {
+        type Body = TestBody;
+
+        fn call(
+            &self,
+            req: Request<TestBody>,
+            _peer: SocketAddr,
+            _peer_ip: &HeaderValue,
+        ) -> impl Future<Output = Response<TestBody>> + Send + use<> {
+            let text = format!("{} {}", req.method(), req.uri().path());
+            async move { Response::new(TestBody::Full(Some(Bytes::from(text)))) }
+        }
+
+        fn refuse(&self, err: HeadError) -> Response<TestBody> {
+            let status = match err {
+                HeadError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                HeadError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                HeadError::UriTooLong => StatusCode::URI_TOO_LONG,
+                HeadError::InterimAsFinal(_) => StatusCode::BAD_GATEWAY,
+            };
+            let mut resp = Response::new(TestBody::Full(Some(Bytes::from(format!("{err:?}")))));
+            *resp.status_mut() = status;
+            resp
+        }
+    }
+
+    /// Plain TCP without the send timeout, for tests.
+    impl ClientStream for TcpStream {
+        const BUFFERS_WRITES: bool = false;
+
+        fn poll_left(&mut self, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+            tcp_left(self, rbuf, cx)
+        }
+    }
+
+    /// A server that never shuts down.
+    struct Never;
+
+    impl ShutdownWatch for Never {
+        fn poll_shutting_down(&mut self, _cx: &Context<'_>) -> bool {
+            false
+        }
+
+        fn is_shutting_down(&self) -> bool {
+            false
+        }
+
+        fn watch<C>(self, conn: C) -> impl Future<Output = C::Output> + Send
+        where
+            C: GracefulConnection + Send,
+            C::Output: Send,
+        {
+            conn
+        }
+    }
+
+    /// The codec serves a trivial service over a real socket: keep-alive,
+    /// pipelining, and a malformed head refused through `Service::refuse`.
+    #[tokio::test]
+    async fn serves_a_trivial_service_over_a_real_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = Arc::new(Server {
+            service: Arc::new(Echo),
+            hyper: Arc::new(auto::Builder::new(TokioExecutor::new())),
+            limits: Limits {
+                header_read_timeout: Duration::from_secs(5),
+                send_timeout: Duration::from_secs(5),
+                max_header_bytes: 8192,
+                max_headers: 100,
+            },
+            sleeps: Arc::new(SleepPool::default()),
+        });
+        let served = tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.expect("accept");
+            serve(
+                stream,
+                peer,
+                HeaderValue::from_static("127.0.0.1"),
+                server,
+                Never,
+            )
+            .await;
+        });
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nHEAD /b HTTP/1.1\r\nhost: x\r\n\r\nGET /c HTTP/1.1\r\nhost x\r\n\r\n")
+            .await
+            .expect("write");
+        // Half-closed: the lingering close after the 400 ends at once.
+        client.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read");
+        let got = String::from_utf8_lossy(&got);
+        let answers: Vec<&str> = got.matches("HTTP/1.1 ").collect();
+        assert_eq!(answers.len(), 3, "{got}");
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.contains("content-length: 6\r\n"), "{got}");
+        assert!(got.contains("\r\n\r\nGET /aHTTP/1.1 200 OK\r\n"), "{got}");
+        // HEAD: the length of the body GET would get, and no body.
+        assert!(
+            got.contains("\r\n\r\nHTTP/1.1 400 Bad Request\r\n"),
+            "{got}"
+        );
+        assert!(
+            got.ends_with("BadRequest(\"malformed request head (invalid header name)\")"),
+            "{got}"
+        );
+        served.await.expect("served");
+    }
 
     fn head(
         status: u16,
         headers: &[(&str, &str)],
-        body: ProxyBody,
+        body: TestBody,
         asked: Asked,
     ) -> (String, Option<Framing>, bool) {
         let mut resp = Response::new(body);
@@ -1007,7 +1170,7 @@ mod tests {
         let (text, framing, keep) = head(
             200,
             &[("content-type", "text/plain"), ("content-length", "99")],
-            ProxyBody::full("hello"),
+            TestBody::full("hello"),
             GET11,
         );
         assert_eq!(
@@ -1016,7 +1179,7 @@ mod tests {
         );
         assert_eq!(framing, Some(Framing::Length(5)));
         assert!(keep);
-        let (text, framing, _) = head(404, &[], ProxyBody::Empty, GET11);
+        let (text, framing, _) = head(404, &[], TestBody::Empty, GET11);
         assert_eq!(text, "HTTP/1.1 404 Not Found\ncontent-length: 0\n");
         assert_eq!(framing, None);
     }
@@ -1027,13 +1190,13 @@ mod tests {
             head_only: true,
             ..GET11
         };
-        let (text, framing, _) = head(200, &[("content-length", "1234")], ProxyBody::Empty, asked);
+        let (text, framing, _) = head(200, &[("content-length", "1234")], TestBody::Empty, asked);
         assert_eq!(text, "HTTP/1.1 200 OK\ncontent-length: 1234\n");
         assert_eq!(framing, None);
         let (text, framing, _) = head(
             304,
             &[("content-length", "10"), ("etag", "\"x\"")],
-            ProxyBody::Empty,
+            TestBody::Empty,
             GET11,
         );
         assert_eq!(text, "HTTP/1.1 304 Not Modified\netag: \"x\"\n");
@@ -1046,7 +1209,7 @@ mod tests {
             keep_alive: false,
             ..GET11
         };
-        let (text, _, keep) = head(200, &[], ProxyBody::Empty, close);
+        let (text, _, keep) = head(200, &[], TestBody::Empty, close);
         assert_eq!(
             text,
             "HTTP/1.1 200 OK\ncontent-length: 0\nconnection: close\n"
@@ -1056,7 +1219,7 @@ mod tests {
             http10: true,
             ..GET11
         };
-        let (text, _, keep) = head(200, &[], ProxyBody::Empty, old_keep);
+        let (text, _, keep) = head(200, &[], TestBody::Empty, old_keep);
         assert_eq!(
             text,
             "HTTP/1.0 200 OK\ncontent-length: 0\nconnection: keep-alive\n"
@@ -1067,13 +1230,13 @@ mod tests {
             keep_alive: false,
             ..GET11
         };
-        let (text, _, _) = head(200, &[], ProxyBody::Empty, old);
+        let (text, _, _) = head(200, &[], TestBody::Empty, old);
         assert_eq!(text, "HTTP/1.0 200 OK\ncontent-length: 0\n");
     }
 
     #[test]
     fn date_is_added_once() {
-        let mut resp = Response::new(ProxyBody::Empty);
+        let mut resp = Response::new(TestBody::Empty);
         resp.headers_mut().insert(
             header::DATE,
             HeaderValue::from_static("Thu, 01 Jan 2026 00:00:00 GMT"),
@@ -1089,7 +1252,7 @@ mod tests {
             "{text}"
         );
         let mut dst = Vec::new();
-        let (parts, body) = Response::new(ProxyBody::Empty).into_parts();
+        let (parts, body) = Response::new(TestBody::Empty).into_parts();
         encode_response_head(&parts, &body, GET11, &mut keep, &mut dst);
         let text = String::from_utf8(dst).expect("utf-8");
         assert!(
@@ -1100,11 +1263,11 @@ mod tests {
 
     #[test]
     fn an_interim_status_as_final_answer_becomes_a_502() {
-        let (mut parts, mut body) = Response::new(ProxyBody::Empty).into_parts();
-        assert!(!refuse_interim(&mut parts, &mut body));
+        let (mut parts, mut body) = Response::new(TestBody::Empty).into_parts();
+        assert!(!refuse_interim(&mut parts, &mut body, &Echo));
         assert_eq!(parts.status, StatusCode::OK);
         parts.status = StatusCode::SWITCHING_PROTOCOLS;
-        assert!(refuse_interim(&mut parts, &mut body));
+        assert!(refuse_interim(&mut parts, &mut body, &Echo));
         assert_eq!(parts.status, StatusCode::BAD_GATEWAY);
         assert!(body.size_hint().exact().is_some_and(|n| n > 0));
     }

@@ -16,16 +16,16 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use strangler_rules::config::{Route, ShadowLimits};
-use strangler_rules::{Config, UpstreamId};
+use strangler_rules::UpstreamId;
+use strangler_rules::config::ShadowLimits;
 use strangler_shadow::capture::{HashKey, RawHeaders};
 use strangler_shadow::pipeline::{CompareJob, DiffPipeline, ShadowAnswer, settle_quickly};
 use strangler_shadow::{BodyCapture, Captured, Comparator, Counters, Outcome, RouteCounts};
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::upstream::UpstreamPool;
+use crate::upstream::body::PooledBody;
 use crate::upstream::body::ProxyBody;
-use crate::state::layer::RuntimeLayer;
-use crate::upstream::{PooledBody, UpstreamPool};
 
 /// The header that marks a shadow request; clients' copies are stripped.
 pub const SHADOW_HEADER: http::HeaderName = http::HeaderName::from_static("x-strangler-shadow");
@@ -47,46 +47,6 @@ pub struct ShadowPlan {
 
 /// Methods a noise check may send twice (never a write).
 pub const NOISE_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
-
-/// The live shadow plan of every route (None: no shadow, or turned off).
-pub fn plans(
-    config: &Config,
-    layer: &RuntimeLayer,
-    counters: &Counters,
-) -> Vec<Option<ShadowPlan>> {
-    config
-        .routes
-        .iter()
-        .map(|r| plan(r, layer, counters))
-        .collect()
-}
-
-fn plan(r: &Route, layer: &RuntimeLayer, counters: &Counters) -> Option<ShadowPlan> {
-    let spec = r.shadow.as_ref()?;
-    let o = layer.routes.get(&r.name);
-    let (enabled, percent_bp) = match o.and_then(|o| o.shadow.as_ref()) {
-        Some(s) => (
-            s.enabled,
-            s.percent
-                .and_then(strangler_rules::config::percent_to_bp)
-                .unwrap_or(spec.percent_bp),
-        ),
-        None => (true, spec.percent_bp),
-    };
-    if !enabled || percent_bp == 0 {
-        return None;
-    }
-    let added = o.map(|o| o.ignore_fields_add.as_slice()).unwrap_or(&[]);
-    Some(ShadowPlan {
-        route: Arc::from(r.name.as_str()),
-        upstream: spec.upstream,
-        percent_bp,
-        methods: spec.methods.clone(),
-        comparator: Arc::new(Comparator::new(&r.compare, added)),
-        counts: counters.route(&r.name),
-        noise_bp: r.compare.noise_check.as_ref().map_or(0, |n| n.percent_bp),
-    })
-}
 
 /// What the proxy shares for shadowing: limits, the in-flight bound and
 /// the diff pipeline.
@@ -807,7 +767,7 @@ impl TeeBody {
             tee.complete();
             return std::mem::replace(&mut tee.inner, ProxyBody::Empty);
         }
-        ProxyBody::Tee(Box::new(tee))
+        ProxyBody::Layered(Box::pin(tee))
     }
 
     fn complete(&mut self) {

@@ -20,8 +20,8 @@ use moka::sync::Cache;
 use strangler_rules::config::CacheSpec;
 use strangler_rules::split::UpstreamId;
 
-use crate::upstream::body::ProxyBody;
 use crate::http1::headers::joined_values;
+use crate::upstream::body::ProxyBody;
 
 /// Variants kept per key (one per combination of Vary header values).
 const MAX_VARIANTS: usize = 8;
@@ -350,7 +350,7 @@ impl CacheBody {
             body.done();
             return std::mem::replace(&mut body.inner, ProxyBody::Empty);
         }
-        ProxyBody::Cache(Box::new(body))
+        ProxyBody::Layered(Box::pin(body))
     }
 
     fn done(&mut self) {
@@ -368,7 +368,8 @@ impl http_body::Body for CacheBody {
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::upstream::body::BoxError>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, crate::upstream::body::BoxError>>>
+    {
         use std::task::Poll;
         let this = &mut *self;
         let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);

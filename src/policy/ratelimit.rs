@@ -142,7 +142,8 @@ pub fn key_of(
 ) -> String {
     match &spec.key {
         RateKey::Ip => client.to_string(),
-        RateKey::Claim(name) => match claims.and_then(|c| crate::policy::auth::claim_text(c, name)) {
+        RateKey::Claim(name) => match claims.and_then(|c| crate::policy::auth::claim_text(c, name))
+        {
             Some(v) => format!("c:{v}"),
             None => client.to_string(),
         },

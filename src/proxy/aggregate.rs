@@ -17,10 +17,10 @@ use strangler_rules::Target;
 use strangler_rules::config::AggregatePart;
 use strangler_rules::matcher::PathMatch;
 
-use crate::upstream::body::ProxyBody;
 use crate::http1::headers::strip_hop_by_hop;
 use crate::proxy::headers::RequestHead;
 use crate::state::Live;
+use crate::upstream::body::ProxyBody;
 
 /// Largest part body read.
 const MAX_PART_BODY: usize = 8 << 20;
@@ -99,7 +99,10 @@ pub async fn serve(
 fn fill(template: &str, vars: &[(String, String)]) -> String {
     let mut out = template.to_string();
     for (k, v) in vars {
-        out = out.replace(&format!("{{{k}}}"), &crate::proxy::headers::percent_encode(v));
+        out = out.replace(
+            &format!("{{{k}}}"),
+            &crate::proxy::headers::percent_encode(v),
+        );
     }
     out
 }
@@ -167,15 +170,20 @@ async fn fetch(
                 // The part's route's policies apply as to any request:
                 // an aggregate is no way around auth or a rate limit.
                 let route = &config.routes[r];
-                if let Some(auth) = &live.auths[r] {
+                if let Some(auth) = &live.route(r).auth {
                     let claims = auth
                         .verify(&head.headers)
                         .await
                         .map_err(|e| e.to_string())?;
-                    crate::policy::auth::forward_claims(&claims, &route.forward_claims, &mut head.headers);
+                    crate::policy::auth::forward_claims(
+                        &claims,
+                        &route.forward_claims,
+                        &mut head.headers,
+                    );
                 }
-                if let Some(limit) = &live.limits[r] {
-                    let key = crate::policy::ratelimit::key_of(&limit.spec, client, &head.headers, None);
+                if let Some(limit) = &live.route(r).limit {
+                    let key =
+                        crate::policy::ratelimit::key_of(&limit.spec, client, &head.headers, None);
                     if let crate::policy::ratelimit::Verdict::Limited { .. } = limit.check(&key) {
                         return Err(format!("rate limited by route {}", route.name));
                     }

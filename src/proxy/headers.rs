@@ -6,7 +6,6 @@
 use http::{Version, header, request::Parts};
 use strangler_rules::RequestView;
 
-
 /// The request as the rule engine sees it.
 pub struct RequestHead<'a> {
     pub parts: &'a Parts,
@@ -52,13 +51,12 @@ pub fn request_host(parts: &Parts) -> Result<Option<&str>, crate::proxy::error::
     if hosts.next().is_some() {
         return Err(crate::proxy::error::ProxyError::DuplicateHost);
     }
-    let header_host =
-        match first {
-            Some(v) => Some(v.to_str().map_err(|_| {
-                crate::proxy::error::ProxyError::BadRequest("Host is not valid text".into())
-            })?),
-            None => None,
-        };
+    let header_host = match first {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            crate::proxy::error::ProxyError::BadRequest("Host is not valid text".into())
+        })?),
+        None => None,
+    };
     match parts.version {
         Version::HTTP_2 | Version::HTTP_3 => {
             Ok(parts.uri.authority().map(|a| a.as_str()).or(header_host))

@@ -20,17 +20,18 @@ use strangler_rules::Target;
 use strangler_rules::split::{BUCKETS, bucket};
 use strangler_shadow::Outcome;
 
-use crate::upstream::body::ProxyBody;
-use crate::proxy::error::ProxyError;
 use crate::http1::client::KeepHeaders;
-use crate::http1::server::{HeadError, Service};
 use crate::http1::headers::{
     append_via, client_ip, idempotent, joined_values, set_forwarded, strip_hop_by_hop,
 };
-use crate::proxy::headers::{RequestHead, request_host};
+use crate::http1::server::{HeadError, Service};
 use crate::mirror::{Dispatch, NOISE_METHODS, SHADOW_HEADER, TeeBody};
+use crate::proxy::error::ProxyError;
+use crate::proxy::headers::{RequestHead, request_host};
 use crate::state::Shared;
-use crate::upstream::{PooledBody, SendError};
+use crate::upstream::SendError;
+use crate::upstream::body::PooledBody;
+use crate::upstream::body::ProxyBody;
 
 /// The proxy as the service the HTTP/1.1 server (and hyper's) serves.
 pub struct Proxy {
@@ -127,7 +128,7 @@ pub async fn handle(
         let decision = live.table.decide(&view, || rand::random_range(0..BUCKETS));
         // Shadow sampling: its own seed, sticky on the route's key.
         let shadow_bucket = match decision.target {
-            Target::Route(i) if live.shadows[i].is_some() => {
+            Target::Route(i) if live.route(i).shadow.is_some() => {
                 let r = &config.routes[i];
                 Some(
                     r.sticky
@@ -164,7 +165,7 @@ pub async fn handle(
 
     // JWT auth: a route that asks for it gets no request without a valid token.
     let mut claims = None;
-    if let Some(auth) = route.and_then(|_| live.auths[slot - 1].as_ref()) {
+    if let Some(auth) = route.and_then(|_| live.routes[slot].auth.as_ref()) {
         match Box::pin(auth.verify(&parts.headers)).await {
             Ok(c) => claims = Some(c),
             Err(e) => {
@@ -193,13 +194,14 @@ pub async fn handle(
     }
     let upstream_id = decided.unwrap_or(config.default_upstream);
     let pool = &live.pools[upstream_id.index()];
-    let cell: &crate::state::stats::Cell = &live.cells[slot][upstream_id.index()];
+    let cell: &crate::state::stats::Cell = &live.routes[slot].cells[upstream_id.index()];
     let upstream_name = Some(pool.name.as_str());
 
     // The route's rate limit, before anything is sent anywhere.
     let mut rate_headers = None;
-    if let Some(limit) = route.and_then(|_| live.limits[slot - 1].as_ref()) {
-        let key = crate::policy::ratelimit::key_of(&limit.spec, client, &parts.headers, claims.as_ref());
+    if let Some(limit) = route.and_then(|_| live.routes[slot].limit.as_ref()) {
+        let key =
+            crate::policy::ratelimit::key_of(&limit.spec, client, &parts.headers, claims.as_ref());
         let verdict = limit.check(&key);
         let headers = (limit.policy(), limit.state(&verdict));
         if let crate::policy::ratelimit::Verdict::Limited { retry_after } = verdict {
@@ -219,12 +221,13 @@ pub async fn handle(
     let client_version = parts.version;
     // A WebSocket handshake on a route that allows it: the split is decided
     // now, and the tunnel opens when the upstream switches protocols.
-    let mut client_upgrade =
-        if route.is_some_and(|r| r.websocket) && crate::proxy::tunnel::wants_websocket(&parts.headers) {
-            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-        } else {
-            None
-        };
+    let mut client_upgrade = if route.is_some_and(|r| r.websocket)
+        && crate::proxy::tunnel::wants_websocket(&parts.headers)
+    {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     let websocket = client_upgrade.is_some();
     strip_hop_by_hop(&mut parts.headers);
     if websocket {
@@ -326,7 +329,7 @@ pub async fn handle(
     let mut invalidate_after = None;
     if let Some(cache) = route
         .filter(|_| !websocket)
-        .and_then(|_| live.caches[slot - 1].as_ref())
+        .and_then(|_| live.routes[slot].cache.as_ref())
     {
         use crate::policy::cache::{RouteCache, Use};
         let usage = cache.usage(&method, &parts.headers);
@@ -359,7 +362,7 @@ pub async fn handle(
     // The primary's request head, when the shadow copy's encoding made it.
     let mut primary_head = None;
     if let (Some(b), Some(_), Some(rt), false) = (shadow_bucket, route, &shared.shadow, websocket)
-        && let Some(plan) = live.shadows[slot - 1].as_ref()
+        && let Some(plan) = live.routes[slot].shadow.as_ref()
         && b < plan.percent_bp
         && plan.methods.iter().any(|m| m == method.as_str())
     {
@@ -505,9 +508,10 @@ pub async fn handle(
                 // strangler's own headers: after the capture, which has
                 // the upstream's only.
                 if cache_missed {
-                    rparts
-                        .headers
-                        .insert(crate::policy::cache::X_CACHE, HeaderValue::from_static("MISS"));
+                    rparts.headers.insert(
+                        crate::policy::cache::X_CACHE,
+                        HeaderValue::from_static("MISS"),
+                    );
                 }
                 append_via(&mut rparts.headers, rparts.version);
                 rparts.version = client_version;

@@ -4,6 +4,7 @@
 
 pub mod drain;
 pub mod send_timeout;
+pub mod shutdown;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -97,7 +98,7 @@ pub async fn run(
     // A second SIGTERM/SIGINT during the drain stops waiting, as operators
     // expect. Listen for it before announcing the drain, so a signal sent
     // on seeing the announcement cannot slip past.
-    let second = crate::cli::serve::shutdown_signal();
+    let second = shutdown::shutdown_signal();
     let drain = shared.live.load().config().listen.drain_timeout;
     tracing::info!(
         connections = graceful.count(),
@@ -161,9 +162,11 @@ fn serve_connection(
                     };
                 // HTTP/1.1 (or no ALPN) takes the lean path, as on plain TCP.
                 if tls_stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    return crate::http1::server::serve(tls_stream, peer, peer_ip, lean, ticket).await;
+                    return crate::http1::server::serve(tls_stream, peer, peer_ip, lean, ticket)
+                        .await;
                 }
-                let service = crate::http1::server::hyper_service(lean.service.clone(), peer, peer_ip);
+                let service =
+                    crate::http1::server::hyper_service(lean.service.clone(), peer, peer_ip);
                 let conn = lean
                     .hyper
                     .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)

@@ -12,10 +12,17 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
+use std::collections::BTreeMap;
+use strangler_rules::config::Route;
 use strangler_rules::{Config, RouteTable};
+use strangler_shadow::summary::{RouteRules, RouteSummary, summarize};
+use strangler_shadow::{Comparator, Counters};
 
-use crate::state::layer::{ControlError, RuntimeLayer, VersionRecord, VersionStore};
 use crate::mirror::{ShadowPlan, ShadowRuntime};
+use crate::policy::auth::RouteAuth;
+use crate::policy::cache::RouteCache;
+use crate::policy::ratelimit::RouteLimit;
+use crate::state::layer::{ControlError, RuntimeLayer, VersionRecord, VersionStore};
 use crate::state::stats::{Cell, DEFAULT_ROUTE, Registry};
 use crate::upstream::UpstreamPool;
 
@@ -28,16 +35,27 @@ pub struct Live {
     pub layer: RuntimeLayer,
     /// The runtime layer's version.
     pub version: u64,
-    /// Stats cells: `[route index + 1][upstream]`; slot 0 is "no route".
-    pub cells: Vec<Vec<Arc<Cell>>>,
-    /// Each route's live shadow settings (None: no shadow or turned off).
-    pub shadows: Vec<Option<ShadowPlan>>,
-    /// Each route's rate limiter, if it has one.
-    pub limits: Vec<Option<Arc<crate::policy::ratelimit::RouteLimit>>>,
-    /// Each route's JWT verifier, if it has one.
-    pub auths: Vec<Option<Arc<crate::policy::auth::RouteAuth>>>,
-    /// Each route's response cache, if it has one.
-    pub caches: Vec<Option<Arc<crate::policy::cache::RouteCache>>>,
+    /// What the request path needs of each route, by slot: `[route index
+    /// + 1]`; slot 0 is "no route" (requests no route matched).
+    pub routes: Vec<LiveRoute>,
+}
+
+/// One route as the request path uses it, compiled once per generation:
+/// its stats cells, shadow plan and policies. (Its split is compiled into
+/// the route table, which chooses the upstream; its ramp lives in the
+/// runtime layer, off the request path.)
+#[derive(Debug, Default)]
+pub struct LiveRoute {
+    /// Stats cells by upstream (`UpstreamId::index`).
+    pub cells: Vec<Arc<Cell>>,
+    /// The live shadow settings (None: no shadow, or turned off).
+    pub shadow: Option<ShadowPlan>,
+    /// The rate limiter, if the route has one.
+    pub limit: Option<Arc<RouteLimit>>,
+    /// The JWT verifier, if the route has one.
+    pub auth: Option<Arc<RouteAuth>>,
+    /// The response cache, if the route has one.
+    pub cache: Option<Arc<RouteCache>>,
 }
 
 impl Live {
@@ -49,7 +67,7 @@ impl Live {
         version: u64,
         previous: Option<&Live>,
         shared: Registries<'_>,
-        auths: Vec<Option<Arc<crate::policy::auth::RouteAuth>>>,
+        auths: Vec<Option<Arc<RouteAuth>>>,
     ) -> Live {
         let Registries {
             stats,
@@ -74,40 +92,82 @@ impl Live {
                 })
             })
             .collect();
-        let route_names =
-            std::iter::once(DEFAULT_ROUTE).chain(config.routes.iter().map(|r| r.name.as_str()));
-        let cells = route_names
-            .map(|r| {
-                config
-                    .upstreams
-                    .iter()
-                    .map(|u| stats.cell(r, &u.name))
-                    .collect()
-            })
+        let cells = |route: &str| -> Vec<Arc<Cell>> {
+            config
+                .upstreams
+                .iter()
+                .map(|u| stats.cell(route, &u.name))
+                .collect()
+        };
+        let unrouted = LiveRoute {
+            cells: cells(DEFAULT_ROUTE),
+            ..LiveRoute::default()
+        };
+        let mut limits = limits.for_config(&config).into_iter();
+        let mut caches = caches.for_config(&config).into_iter();
+        let mut auths = auths.into_iter();
+        let routes = std::iter::once(unrouted)
+            .chain(config.routes.iter().map(|r| LiveRoute {
+                cells: cells(&r.name),
+                shadow: shadow.and_then(|rt| shadow_plan(r, &layer, rt.counters())),
+                limit: limits.next().flatten(),
+                auth: auths.next().flatten(),
+                cache: caches.next().flatten(),
+            }))
             .collect();
         let splits = layer::live_splits(&config, &layer);
-        let shadows = match shadow {
-            Some(rt) => crate::mirror::plans(&config, &layer, rt.counters()),
-            None => config.routes.iter().map(|_| None).collect(),
-        };
-        let limits = limits.for_config(&config);
-        let caches = caches.for_config(&config);
         Live {
             table: RouteTable::with_splits(config, splits),
             pools,
             layer,
             version,
-            cells,
-            shadows,
-            limits,
-            auths,
-            caches,
+            routes,
         }
     }
 
     pub fn config(&self) -> &Arc<Config> {
         self.table.config()
     }
+
+    /// Route `index` of the config (slot `index + 1`).
+    #[inline]
+    pub fn route(&self, index: usize) -> &LiveRoute {
+        &self.routes[index + 1]
+    }
+
+    /// Each route's JWT verifier, in config order.
+    pub fn auths(&self) -> Vec<Option<Arc<RouteAuth>>> {
+        self.routes[1..].iter().map(|r| r.auth.clone()).collect()
+    }
+}
+
+/// A route's live shadow settings: the file's with the runtime layer on
+/// top (None: no shadow, or turned off).
+fn shadow_plan(r: &Route, layer: &RuntimeLayer, counters: &Counters) -> Option<ShadowPlan> {
+    let spec = r.shadow.as_ref()?;
+    let o = layer.routes.get(&r.name);
+    let (enabled, percent_bp) = match o.and_then(|o| o.shadow.as_ref()) {
+        Some(s) => (
+            s.enabled,
+            s.percent
+                .and_then(strangler_rules::config::percent_to_bp)
+                .unwrap_or(spec.percent_bp),
+        ),
+        None => (true, spec.percent_bp),
+    };
+    if !enabled || percent_bp == 0 {
+        return None;
+    }
+    let added = o.map(|o| o.ignore_fields_add.as_slice()).unwrap_or(&[]);
+    Some(ShadowPlan {
+        route: Arc::from(r.name.as_str()),
+        upstream: spec.upstream,
+        percent_bp,
+        methods: spec.methods.clone(),
+        comparator: Arc::new(Comparator::new(&r.compare, added)),
+        counts: counters.route(&r.name),
+        noise_bp: r.compare.noise_check.as_ref().map_or(0, |n| n.percent_bp),
+    })
 }
 
 /// What outlives each generation of live state and is shared into it.
@@ -145,12 +205,54 @@ pub struct Shared {
     /// ramp engine last measured them (for `ramp status`).
     pub ramp_figures: std::sync::Mutex<std::collections::HashMap<String, serde_json::Value>>,
     /// Ramp notifications (`[notify] webhook`), set at start.
-    pub notifier: std::sync::OnceLock<crate::control::notify::Notifier>,
+    pub notifier: std::sync::OnceLock<Box<dyn EventSink>>,
     /// Sleeps for request timeouts, reused (see `crate::timer`).
     pub sleeps: Arc<crate::timer::SleepPool>,
 }
 
+/// Where control-plane events go: the `[notify] webhook`'s sender
+/// (`control::notify::Notifier`) when one is configured.
+pub trait EventSink: std::fmt::Debug + Send + Sync + 'static {
+    /// Queues an event; never waits.
+    fn send(&self, event: serde_json::Value);
+    /// Events sent, failed and dropped so far, by result, for `/metrics`.
+    fn counts(&self) -> [(&'static str, u64); 3];
+}
+
 impl Shared {
+    /// Every shadowed route's summary, judged with the rules in force now,
+    /// and those rules.
+    pub fn shadow_summaries(
+        &self,
+        rt: &ShadowRuntime,
+    ) -> (Vec<RouteSummary>, BTreeMap<String, RouteRules>) {
+        let live = self.live.load_full();
+        let rules: BTreeMap<String, RouteRules> = live
+            .config()
+            .routes
+            .iter()
+            .filter(|r| r.shadow.is_some())
+            .map(|r| {
+                let added = live
+                    .layer
+                    .routes
+                    .get(&r.name)
+                    .map(|o| o.ignore_fields_add.clone())
+                    .unwrap_or_default();
+                let ignore = r.compare.ignore_fields.iter().chain(&added);
+                (
+                    r.name.clone(),
+                    RouteRules::new(ignore, r.compare.noise_check.clone()),
+                )
+            })
+            .collect();
+        // Counts first: every comparison they include is in the aggregates.
+        let counts = rt.counters().snapshot();
+        let fields = rt.pipeline.fields();
+        let sigs = rt.pipeline.signatures();
+        (summarize(&counts, fields, &sigs, &rules), rules)
+    }
+
     /// Sends a ramp event to the webhook, if one is configured.
     pub fn notify(&self, event: serde_json::Value) {
         if let Some(n) = self.notifier.get() {
@@ -178,7 +280,8 @@ impl Shared {
         store: Option<sled::Db>,
     ) -> Result<Shared, ControlError> {
         // Key files first: a start that fails on them records nothing.
-        let auths = crate::policy::auth::load_all(&config, &config_path).map_err(ControlError::Invalid)?;
+        let auths =
+            crate::policy::auth::load_all(&config, &config_path).map_err(ControlError::Invalid)?;
         let versions = match &store {
             Some(db) => Some(VersionStore::open(db)?),
             None => None,
@@ -372,7 +475,7 @@ impl Shared {
             rec.version,
             Some(&old),
             self.registries(),
-            old.auths.clone(),
+            old.auths(),
         );
         self.live.store(Arc::new(live));
         tracing::info!(

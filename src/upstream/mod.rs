@@ -7,28 +7,19 @@
 
 pub mod body;
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
+use http_body::Body;
 use hyper_util::rt::TokioIo;
 use strangler_rules::config::{Balance, Upstream};
 
-use crate::upstream::body::{BoxError, ProxyBody};
 use crate::http1::client::{H1Body, H1Conn, H1Error, IdleStack, KeepHeaders};
 use crate::http1::headers::Forwarding;
-
-
-/// A keep-alive connection to an instance through hyper's client.
-pub type Conn = SendRequest<ProxyBody>;
+use crate::upstream::body::{BoxError, Conn, HyperBody, PooledBody, ProxyBody};
 
 /// Why a request could not be sent.
 #[derive(Debug)]
@@ -44,100 +35,6 @@ enum LeanError {
     /// No connection could be made: nothing was sent.
     Connect(String),
     Broken(crate::http1::client::H1Error),
-}
-
-/// A response body that gives its connection back when read to the end.
-#[derive(Debug)]
-pub enum PooledBody {
-    /// Read by hyper's client.
-    Hyper(HyperBody),
-    /// Read by the lean exchange (h1.rs).
-    Lean(H1Body),
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    #[inline]
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            PooledBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            PooledBody::Lean(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    #[inline]
-    fn is_end_stream(&self) -> bool {
-        match self {
-            PooledBody::Hyper(b) => b.is_end_stream(),
-            PooledBody::Lean(b) => b.is_end_stream(),
-        }
-    }
-
-    #[inline]
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            PooledBody::Hyper(b) => b.size_hint(),
-            PooledBody::Lean(b) => b.size_hint(),
-        }
-    }
-}
-
-/// A body read by hyper's client; its connection goes back at the end.
-#[derive(Debug)]
-pub struct HyperBody {
-    body: Incoming,
-    back: Option<(Conn, Arc<IdleStack<Conn>>)>,
-}
-
-impl HyperBody {
-    fn give_back(&mut self) {
-        if let Some((conn, idle)) = self.back.take()
-            && !conn.is_closed()
-        {
-            idle.push(conn);
-        }
-    }
-}
-
-impl Drop for HyperBody {
-    fn drop(&mut self) {
-        // Dropped before its end: the connection has unread bytes; close it.
-        if self.body.is_end_stream() {
-            self.give_back();
-        }
-    }
-}
-
-impl Body for HyperBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    #[inline]
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(r, Poll::Ready(None)) || self.body.is_end_stream() {
-            self.give_back();
-        }
-        r
-    }
-
-    #[inline]
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    #[inline]
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
 }
 
 /// One instance of an upstream.
