@@ -75,12 +75,9 @@ pub fn default_actor() -> String {
 /// The innermost cause of an error, as a short phrase:
 /// "Connection refused (os error 111)" becomes "connection refused".
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        last = s.to_string();
-        cur = s.source();
-    }
+    let last = std::iter::successors(Some(e), |e| e.source())
+        .last()
+        .map_or_else(|| e.to_string(), ToString::to_string);
     let trimmed = last.split(" (os error").next().unwrap_or(&last).to_string();
     let mut chars = trimmed.chars();
     match chars.next() {

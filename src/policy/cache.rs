@@ -38,7 +38,8 @@ pub struct Stored {
     fresh_for: Duration,
 }
 
-type Key = (UpstreamId, String);
+/// A stored answer's key: the upstream, and the host with the path and query.
+pub type Key = (UpstreamId, String);
 type Variants = Arc<Vec<Arc<Stored>>>;
 
 /// A route's cache.
