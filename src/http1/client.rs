@@ -11,7 +11,7 @@
 //!
 //! It takes the common case only: requests without a body and without an
 //! upgrade, to `http://` instances. Everything else (request bodies,
-//! WebSocket, TLS) goes through hyper's client; upstream.rs chooses.
+//! WebSocket, TLS) goes through hyper's client; `upstream::send` chooses.
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -44,7 +44,9 @@ impl<'a> RequestCtx<'a> {
             Err(e) => return Err(Box::new(self.error(e))),
         };
         if parts.method == http::Method::CONNECT {
-            return Err(Box::new(self.error(ProxyError::MethodNotAllowed("CONNECT".into()))));
+            return Err(Box::new(
+                self.error(ProxyError::MethodNotAllowed("CONNECT".into())),
+            ));
         }
         if ambiguous_path(parts.uri.path()) {
             return Err(Box::new(self.error(ProxyError::BadRequest(

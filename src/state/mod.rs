@@ -6,6 +6,7 @@
 pub mod config_file;
 pub mod layer;
 pub mod stats;
+pub mod versions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,8 +23,9 @@ use crate::mirror::{ShadowPlan, ShadowRuntime};
 use crate::policy::auth::RouteAuth;
 use crate::policy::cache::RouteCache;
 use crate::policy::ratelimit::RouteLimit;
-use crate::state::layer::{ControlError, RuntimeLayer, VersionRecord, VersionStore};
+use crate::state::layer::{ControlError, RuntimeLayer, VersionRecord};
 use crate::state::stats::{Cell, DEFAULT_ROUTE, Registry};
+use crate::state::versions::{SledVersions, VersionStore};
 use crate::upstream::UpstreamPool;
 
 /// One consistent generation of routing state.
@@ -189,7 +191,7 @@ pub struct Shared {
     /// The proxy listener serves TLS.
     pub tls: bool,
     pub store: Option<sled::Db>,
-    pub versions: Option<VersionStore>,
+    pub versions: Option<Box<dyn VersionStore>>,
     /// Serialises writers of the runtime layer.
     pub write_lock: tokio::sync::Mutex<()>,
     pub stats: Registry,
@@ -283,7 +285,7 @@ impl Shared {
         let auths =
             crate::policy::auth::load_all(&config, &config_path).map_err(ControlError::Invalid)?;
         let versions = match &store {
-            Some(db) => Some(VersionStore::open(db)?),
+            Some(db) => Some(Box::new(SledVersions::open(db)?) as Box<dyn VersionStore>),
             None => None,
         };
         let last = match &versions {
