@@ -10,6 +10,9 @@ SMALL = '{"id":7,"user":3,"status":"open","items":[{"sku":"sku-1","qty":2,"price
 work = tempfile.mkdtemp(prefix="strangler-load-")
 os.chmod(work, 0o755)  # nginx workers run as nobody
 FLOOR = sys.argv[4] if len(sys.argv) > 4 else None
+# An A/B run: another strangler build (say, main before a change) measured
+# beside this one, with the same config, in the same rounds.
+BASELINE = os.environ.get("STRANGLER_BASELINE")
 procs = []
 
 
@@ -153,6 +156,9 @@ upstream = "backend"
 """ + "\n".join(routes[:-1] + [last]))
 
     strangler_config("strangler", sport)
+    baseport = free_port()
+    if BASELINE:
+        strangler_config("baseline", baseport)
     # Shadow on for 100 % of GETs of the hit route: answers that match, and
     # answers that all differ (every request a stored diff: the worst case).
     strangler_config("shadow", shport, b2port)
@@ -168,6 +174,10 @@ upstream = "backend"
                      env=dict(os.environ, RUST_LOG="warn"))
     mismatched = start(["target/release/strangler", "serve", "--config", f"{work}/mismatch.toml", "--access-log", "off"],
                        env=dict(os.environ, RUST_LOG="warn"))
+    baseline = start([BASELINE, "serve", "--config", f"{work}/baseline.toml", "--access-log", "off"],
+                     env=dict(os.environ, RUST_LOG="warn")) if BASELINE else None
+    if baseline:
+        wait_port(baseport)
     floor = start([FLOOR, f"127.0.0.1:{fport}", f"127.0.0.1:{bport}"]) if FLOOR else None
     for p in (nport, hport, sport, shport, mmport) + ((fport,) if floor else ()):
         wait_port(p)
@@ -177,6 +187,8 @@ upstream = "backend"
         "haproxy": (children(haproxy.pid), hport),
         "strangler": (children(strangler.pid), sport),
     }
+    if baseline:
+        targets["strangler (baseline build)"] = (children(baseline.pid), baseport)
     if floor:
         # The hyper floor: a minimal hyper proxy (benches/floor_proxy.rs).
         targets["hyper floor"] = (children(floor.pid), fport)
@@ -258,6 +270,10 @@ upstream = "backend"
         s = summary[name]
         print(f"| {name} | {s['cpu_small']:.1f} | {s['cpu_small'] / off['cpu_small']:.2f}x | {s['rps_small']:.0f} | "
               f"{s['shadow_p99']:.2f} | {s['shadow_p99'] / off['shadow_p99']:.2f}x |")
+    if BASELINE:
+        b = summary["strangler (baseline build)"]
+        print(f"\nA/B: this build {off['cpu_small'] / b['cpu_small']:.2f}x the baseline build's CPU per request (226 B), "
+              f"{off['cpu_big'] / b['cpu_big']:.2f}x at 1 MiB, p99 {off['p99'] / b['p99']:.2f}x ({BASELINE}).")
 finally:
     for p in procs:
         try:

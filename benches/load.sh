@@ -3,6 +3,7 @@
 # the same backend, the method of ../shared/PERFORMANCE.md. Never run by CI.
 #
 #   benches/load.sh [ROUNDS] [SECONDS]
+#   STRANGLER_BASELINE=path/to/other/strangler benches/load.sh   (an A/B of two builds in one run)
 #
 # Installs wrk, nginx and haproxy from Debian if missing, builds strangler
 # in release, then prints CPU microseconds per request and fixed-rate
