@@ -417,24 +417,7 @@ impl Worker {
 
     /// Counts each field where the primary differed from itself.
     fn aggregate_noise(&mut self, route: &str, diffs: &[Difference], time_ms: u64) {
-        let keys: BTreeSet<FieldKey> = diffs
-            .iter()
-            .map(|d| {
-                (
-                    route.to_string(),
-                    d.kind.as_str().to_string(),
-                    d.field.clone(),
-                )
-            })
-            .collect();
-        let mut fields = lock(&self.inner.fields);
-        for key in keys {
-            let agg = fields
-                .entry(key.clone())
-                .or_insert_with(|| new_agg(&key, time_ms));
-            agg.noise_count += 1;
-            self.dirty.insert(key);
-        }
+        self.update_fields(route, diffs, time_ms, |agg| agg.noise_count += 1);
     }
 
     /// Within the route's records-per-second budget, or a field still
@@ -467,6 +450,31 @@ impl Worker {
 
     /// Counts each differing field once per record.
     fn aggregate(&mut self, route: &str, diffs: &[Difference], time_ms: u64, id: Option<&String>) {
+        self.update_fields(route, diffs, time_ms, |agg| {
+            if agg.count == 0 {
+                agg.first_seen_ms = time_ms;
+            }
+            agg.count += 1;
+            agg.last_seen_ms = agg.last_seen_ms.max(time_ms);
+            if let Some(id) = id {
+                agg.examples.push(id.clone());
+                if agg.examples.len() > EXAMPLES {
+                    agg.examples.remove(0);
+                }
+            }
+        });
+    }
+
+    /// Applies `update` once to the aggregate of each (kind, field) of the
+    /// route that `diffs` name, however often they name it (a new one
+    /// starts at `time_ms`), and marks it for the next save.
+    fn update_fields(
+        &mut self,
+        route: &str,
+        diffs: &[Difference],
+        time_ms: u64,
+        mut update: impl FnMut(&mut FieldAgg),
+    ) {
         let keys: BTreeSet<FieldKey> = diffs
             .iter()
             .map(|d| {
@@ -482,17 +490,7 @@ impl Worker {
             let agg = fields
                 .entry(key.clone())
                 .or_insert_with(|| new_agg(&key, time_ms));
-            if agg.count == 0 {
-                agg.first_seen_ms = time_ms;
-            }
-            agg.count += 1;
-            agg.last_seen_ms = agg.last_seen_ms.max(time_ms);
-            if let Some(id) = id {
-                agg.examples.push(id.clone());
-                if agg.examples.len() > EXAMPLES {
-                    agg.examples.remove(0);
-                }
-            }
+            update(agg);
             self.dirty.insert(key);
         }
     }
