@@ -35,7 +35,7 @@ impl ShadowRequest {
     /// The head for a copy of a request with these parts, sent to every
     /// pool in `to` (the shadow's, and the primary's for a noise check).
     /// When the primary's pool is plain http too, the primary's own head
-    /// (`h1::encode_head`'s) comes with it: the copy is that head plus one
+    /// (`http1::client::encode_head`'s) comes with it: the copy is that head plus one
     /// line, and the primary's send reuses it instead of encoding it again.
     pub fn new<'a>(
         method: &http::Method,

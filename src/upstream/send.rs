@@ -52,7 +52,7 @@ impl Instance {
 /// What goes along with a request to [`UpstreamPool::send`].
 #[derive(Debug, Clone, Copy)]
 pub struct SendWith<'a> {
-    /// Its head, already encoded by `h1::encode_head` (forwarding headers
+    /// Its head, already encoded by `http1::client::encode_head` (forwarding headers
     /// included), when the caller has it: the lean exchange sends it as is.
     pub head: Option<&'a [u8]>,
     /// Where the lean exchange puts the response headers (hyper's client
@@ -287,7 +287,7 @@ impl UpstreamPool {
     }
 
     /// [`Self::send_once`] for a request already encoded by
-    /// `h1::encode_head_parts` (body-less, to a plain-http upstream). The
+    /// `http1::client::encode_head_parts` (body-less, to a plain-http upstream). The
     /// response's headers come raw with its body (a shadow's answer:
     /// see `RawHeaders`), its header map empty.
     pub async fn send_head_once(
@@ -387,7 +387,7 @@ impl Pipeline<'_> {
         self.fresh
     }
 
-    /// Writes the request heads, `h1::encode_head_parts`'s one after another.
+    /// Writes the request heads, `http1::client::encode_head_parts`'s one after another.
     pub async fn send(&mut self, heads: &[u8]) -> Result<(), H1Error> {
         let conn = self.conn.as_mut().ok_or(H1Error::ClosedBeforeResponse)?;
         conn.send(heads).await.map_err(H1Error::Io)
