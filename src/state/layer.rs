@@ -1,8 +1,9 @@
 //! The runtime layer: per-route overrides made while running (split, shadow,
-//! extra ignore fields), versioned in sled. Every change and every reload is
-//! a version `{version, time, actor, reason, route, change}` with the whole
-//! layer after it, so `revert V` can restore it. A change is flushed to disk
-//! before it is acknowledged and survives `kill -9`. The live state is the
+//! extra ignore fields, ramps). Every change and every reload is a version
+//! `{version, time, actor, reason, route, change}` with the whole layer
+//! after it, so `revert V` can restore it; versions are kept by a
+//! `state::versions::VersionStore` (sled's), which makes a change durable
+//! before it is acknowledged, so it survives `kill -9`. The live state is the
 //! file's config with this layer on top, rebuilt off the hot path and
 //! swapped atomically.
 
