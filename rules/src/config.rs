@@ -28,6 +28,7 @@ pub mod defaults {
     pub const MAX_HEADER_BYTES: usize = 64 * 1024;
     pub const MAX_HEADERS: usize = 100;
     pub const H2_MAX_STREAMS: u32 = 256;
+    pub const LEAN: bool = true;
     pub const STORE_PATH: &str = "strangler-data";
     pub const MAX_DIFFS: u64 = 50_000;
     pub const DIFF_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -98,6 +99,10 @@ pub struct Listen {
     pub max_headers: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub h2_max_streams: u32,
+    /// HTTP/1.1 client connections start on the lean server path (which
+    /// hands what it does not take to hyper); `false`: hyper's server
+    /// serves every client connection, plain and TLS.
+    pub lean: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -620,6 +625,7 @@ impl Validator {
                 .unwrap_or(defaults::MAX_HEADER_BYTES),
             max_headers: f.listen.max_headers.unwrap_or(defaults::MAX_HEADERS),
             h2_max_streams: f.listen.h2_max_streams.unwrap_or(defaults::H2_MAX_STREAMS),
+            lean: f.listen.lean.unwrap_or(defaults::LEAN),
         };
         if listen.max_header_bytes < 8192 {
             self.problem(

@@ -42,6 +42,7 @@ pub struct ListenFile {
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub h2_max_streams: Option<u32>,
+    pub lean: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -58,6 +58,38 @@ fn wrong_type_names_the_key() {
     );
 }
 
+/// `[listen] lean` is a bool, true unless set: a string or a number is
+/// refused with file, line and key, as any mistyped key is.
+#[test]
+fn listen_lean_is_a_bool_defaulting_to_true() {
+    let parsed = |extra: &str| {
+        Config::parse(&format!("{BASE}{extra}"), "test.toml")
+            .unwrap_or_else(|e| panic!("{:#?}", e.lines()))
+    };
+    assert!(parsed("").listen.lean);
+    assert!(!parsed("[listen]\nlean = false\n").listen.lean);
+    assert!(parsed("[listen]\nlean = true\n").listen.lean);
+    let msg = one("[listen]\nlean = \"no\"\n");
+    assert!(
+        msg.starts_with(
+            "test.toml:10:8: listen.lean: invalid type: string \"no\", expected a boolean"
+        ),
+        "{msg}"
+    );
+    let msg = one("[listen]\nlean = 0\n");
+    assert!(
+        msg.starts_with(
+            "test.toml:10:8: listen.lean: invalid type: integer `0`, expected a boolean"
+        ),
+        "{msg}"
+    );
+    let msg = one("[listen]\nleen = false\n");
+    assert!(
+        msg.starts_with("test.toml:10:1: listen.leen: unknown field `leen`"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn unknown_upstream() {
     assert_eq!(

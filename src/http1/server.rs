@@ -14,7 +14,9 @@
 //! It takes only requests without a body, upgrade or `Expect`. The first
 //! request it does not take (or an HTTP/2 preface) hands the connection,
 //! with every byte read so far, to hyper for the rest of its life. TLS
-//! connections whose ALPN chose HTTP/2 are hyper's from the start.
+//! connections whose ALPN chose HTTP/2 are hyper's from the start, and so
+//! is every connection with `[listen] lean = false` (src/server chooses).
+//! tests/http1_paths.rs runs one table of cases against both paths.
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;

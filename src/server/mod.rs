@@ -57,6 +57,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> bool {
     let builder = Arc::new(builder(&shared));
+    // `[listen] lean = false`: hyper's server takes every client connection.
+    let path = if shared.live.load().config().listen.lean {
+        Http1Path::Lean
+    } else {
+        tracing::info!("[listen] lean = false: hyper's server serves every client connection");
+        Http1Path::Hyper
+    };
     let lean = {
         let live = shared.live.load();
         let listen = &live.config().listen;
@@ -89,7 +96,7 @@ pub async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                serve_connection(stream, peer, &lean, tls.as_ref(), &graceful);
+                serve_connection(stream, peer, &lean, path, tls.as_ref(), &graceful);
             }
             () = &mut shutdown => break,
         }
@@ -114,13 +121,24 @@ pub async fn run(
     }
 }
 
-/// Serves one accepted connection on a task of its own: plain TCP on the
-/// lean HTTP/1.1 path (which hands HTTP/2 and requests with bodies to
-/// hyper), TLS with hyper after the handshake.
+/// Which server HTTP/1.1 client connections start on (`[listen] lean`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Http1Path {
+    /// The lean server, which hands what it does not take to hyper.
+    Lean,
+    /// hyper's server for every connection.
+    Hyper,
+}
+
+/// Serves one accepted connection on a task of its own: plain TCP and TLS
+/// that negotiated HTTP/1.1 on the lean HTTP/1.1 path (which hands HTTP/2
+/// and requests with bodies to hyper), TLS with h2 on hyper's; with
+/// `Http1Path::Hyper`, everything on hyper's.
 fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     lean: &Arc<Server<Proxy>>,
+    path: Http1Path,
     tls: Option<&TlsAcceptor>,
     graceful: &Drain,
 ) {
@@ -129,9 +147,19 @@ fn serve_connection(
         .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
     let ticket = graceful.ticket();
     match tls {
-        None => {
+        None if path == Http1Path::Lean => {
             let stream = SendTimeout::new(stream, lean.limits.send_timeout, peer);
             tokio::spawn(crate::http1::server::serve(
+                stream,
+                peer,
+                peer_ip,
+                lean.clone(),
+                ticket,
+            ));
+        }
+        None => {
+            let stream = SendTimeout::new(stream, lean.limits.send_timeout, peer);
+            tokio::spawn(serve_with_hyper(
                 stream,
                 peer,
                 peer_ip,
@@ -160,22 +188,37 @@ fn serve_connection(
                             return;
                         }
                     };
-                // HTTP/1.1 (or no ALPN) takes the lean path, as on plain TCP.
-                if tls_stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                // HTTP/1.1 (or no ALPN) takes the lean path, as on plain TCP,
+                // unless `[listen] lean = false`.
+                if path == Http1Path::Lean && tls_stream.get_ref().1.alpn_protocol() != Some(b"h2")
+                {
                     return crate::http1::server::serve(tls_stream, peer, peer_ip, lean, ticket)
                         .await;
                 }
-                let service =
-                    crate::http1::server::hyper_service(lean.service.clone(), peer, peer_ip);
-                let conn = lean
-                    .hyper
-                    .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
-                    .into_owned();
-                if let Err(e) = ticket.watch(conn).await {
-                    tracing::debug!(%peer, "connection ended with error: {e}");
-                }
+                serve_with_hyper(tls_stream, peer, peer_ip, lean, ticket).await;
             });
         }
+    }
+}
+
+/// hyper's server serves the whole connection: HTTP/1.1 or HTTP/2 (by
+/// ALPN, or h2c with prior knowledge), upgrades included.
+async fn serve_with_hyper<S>(
+    stream: S,
+    peer: SocketAddr,
+    peer_ip: http::HeaderValue,
+    lean: Arc<Server<Proxy>>,
+    ticket: drain::Ticket,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = crate::http1::server::hyper_service(lean.service.clone(), peer, peer_ip);
+    let conn = lean
+        .hyper
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    if let Err(e) = ticket.watch(conn).await {
+        tracing::debug!(%peer, "connection ended with error: {e}");
     }
 }
 

@@ -393,6 +393,12 @@ impl Shared {
                 config.listen.proxy
             );
         }
+        if config.listen.lean != old.config().listen.lean {
+            tracing::warn!(
+                "listen.lean changed to {}; a restart is needed for it to apply",
+                config.listen.lean
+            );
+        }
         let mut layer = old.layer.clone();
         let before = layer::layer_json(&layer);
         let dropped = layer::prune(&config, &mut layer);
