@@ -1,6 +1,8 @@
-//! The server loop: accept connections (plain or TLS), serve HTTP/1.1 and
-//! HTTP/2 on each with the configured limits, and on shutdown stop
-//! accepting and drain in-flight requests within the drain timeout.
+//! The server loop: accept connections (plain or TLS), serve each with the
+//! proxy as the service and the configured limits (HTTP/1.1 on the lean
+//! `http1` server unless `[listen] lean = false`, HTTP/2 on hyper's), and on
+//! shutdown stop accepting and drain in-flight requests within the drain
+//! timeout (`drain`), a second signal (`shutdown`) ending the wait.
 
 pub mod drain;
 pub mod send_timeout;
@@ -12,8 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-
-use crate::server::send_timeout::SendTimeout;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::http1::server::Server;
 use crate::proxy::Proxy;
 use crate::server::drain::Drain;
+use crate::server::send_timeout::SendTimeout;
 use crate::state::Shared;
 
 /// Connection settings taken from `[listen]`.
