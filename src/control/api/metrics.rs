@@ -1,35 +1,50 @@
 //! `GET /metrics`: Prometheus text format, rendered from the same lock-free
-//! counters the proxy keeps anyway (nothing extra on the hot path).
+//! counters the proxy keeps anyway (nothing extra on the hot path). Every
+//! family is written through [`Family`].
 
 use std::collections::BTreeMap;
+use std::fmt::{Display, Write};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 use http::{Response, header};
 use http_body_util::Full;
+use strangler_shadow::Outcome;
+use strangler_shadow::counters::{CountSnapshot, DELTA_BUCKETS_MS};
 
 use crate::state::Shared;
 
+/// The request-duration histogram's buckets, in seconds.
+const BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// `GET /metrics`.
 pub(super) fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
-    use std::fmt::Write;
-    const BOUNDS: [f64; 14] = [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ];
+    let mut r = Response::new(Full::new(Bytes::from(render(shared))));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+fn render(shared: &Shared) -> String {
     let live = shared.live.load_full();
     let config = live.config();
     let mut out = String::new();
-    metric_head(
+    Family::start(
         &mut out,
         "strangler_config_version",
         "gauge",
         "Version of the runtime layer.",
-    );
-    let _ = writeln!(out, "strangler_config_version {}", live.version);
+    )
+    .sample(&[], live.version);
     let names: Vec<&str> = std::iter::once(crate::state::stats::DEFAULT_ROUTE)
         .chain(config.routes.iter().map(|r| r.name.as_str()))
         .collect();
-    metric_head(
+    let mut f = Family::start(
         &mut out,
         "strangler_requests_total",
         "counter",
@@ -38,15 +53,14 @@ pub(super) fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     for (route, cells) in names.iter().zip(live.routes.iter().map(|r| &r.cells)) {
         for (u, cell) in config.upstreams.iter().zip(cells) {
             for (class, n) in cell.by_class() {
-                let _ = writeln!(
-                    out,
-                    "strangler_requests_total{{route=\"{route}\",upstream=\"{}\",status=\"{class}\"}} {n}",
-                    u.name
+                f.sample(
+                    &[("route", route), ("upstream", &u.name), ("status", class)],
+                    n,
                 );
             }
         }
     }
-    metric_head(
+    let mut f = Family::start(
         &mut out,
         "strangler_request_duration_seconds",
         "histogram",
@@ -58,28 +72,15 @@ pub(super) fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
             if count == 0 {
                 continue;
             }
-            let labels = format!("route=\"{route}\",upstream=\"{}\"", u.name);
-            for (le, n) in BOUNDS.iter().zip(&cumulative) {
-                let _ = writeln!(
-                    out,
-                    "strangler_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "strangler_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "strangler_request_duration_seconds_sum{{{labels}}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "strangler_request_duration_seconds_count{{{labels}}} {count}"
+            f.histogram(
+                &[("route", route), ("upstream", &u.name)],
+                BOUNDS.iter().zip(cumulative),
+                sum,
+                count,
             );
         }
     }
-    metric_head(
+    let mut f = Family::start(
         &mut out,
         "strangler_route_weight_percent",
         "gauge",
@@ -87,16 +88,13 @@ pub(super) fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     );
     for (i, r) in config.routes.iter().enumerate() {
         for (id, bp) in live.table.split(i).weights() {
-            let _ = writeln!(
-                out,
-                "strangler_route_weight_percent{{route=\"{}\",upstream=\"{}\"}} {}",
-                r.name,
-                config.upstream(id).name,
-                f64::from(bp) / 100.0
+            f.sample(
+                &[("route", &r.name), ("upstream", &config.upstream(id).name)],
+                f64::from(bp) / 100.0,
             );
         }
     }
-    metric_head(
+    let mut f = Family::start(
         &mut out,
         "strangler_upstream_instance_up",
         "gauge",
@@ -104,12 +102,12 @@ pub(super) fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
     );
     for pool in &live.pools {
         for (i, inst) in pool.instances.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "strangler_upstream_instance_up{{upstream=\"{}\",instance=\"{}\"}} {}",
-                pool.name,
-                inst.authority,
-                u8::from(pool.is_available(i))
+            f.sample(
+                &[
+                    ("upstream", &pool.name),
+                    ("instance", inst.authority.as_str()),
+                ],
+                u8::from(pool.is_available(i)),
             );
         }
     }
@@ -117,75 +115,49 @@ pub(super) fn metrics(shared: &Arc<Shared>) -> Response<Full<Bytes>> {
         shadow_metrics(&mut out, &rt.counters().snapshot());
     }
     if let Some(n) = shared.notifier.get() {
-        metric_head(
+        let mut f = Family::start(
             &mut out,
             "strangler_notify_total",
             "counter",
             "Ramp webhook events by result.",
         );
         for (result, count) in n.counts() {
-            let _ = writeln!(out, "strangler_notify_total{{result=\"{result}\"}} {count}");
+            f.sample(&[("result", result)], count);
         }
     }
     let caches = shared.caches.all();
     if !caches.is_empty() {
-        metric_head(
+        let mut f = Family::start(
             &mut out,
             "strangler_cache_total",
             "counter",
             "Cache lookups by route and result.",
         );
-        for (route, c) in caches {
+        for (route, c) in &caches {
             for (result, n) in [("hit", &c.hits), ("miss", &c.misses)] {
-                let _ = writeln!(
-                    out,
-                    "strangler_cache_total{{route=\"{route}\",result=\"{result}\"}} {}",
-                    n.load(std::sync::atomic::Ordering::Relaxed)
-                );
+                f.sample(&[("route", route), ("result", result)], n.load(Relaxed));
             }
         }
     }
     let limits = shared.limits.all();
     if !limits.is_empty() {
-        metric_head(
+        let mut f = Family::start(
             &mut out,
             "strangler_rate_limited_total",
             "counter",
             "Requests refused with 429 by a route's rate limit.",
         );
-        for (route, l) in limits {
-            let _ = writeln!(
-                out,
-                "strangler_rate_limited_total{{route=\"{route}\"}} {}",
-                l.limited.load(std::sync::atomic::Ordering::Relaxed)
-            );
+        for (route, l) in &limits {
+            f.sample(&[("route", route)], l.limited.load(Relaxed));
         }
     }
-    let mut r = Response::new(Full::new(Bytes::from(out)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    r
-}
-
-/// A metric's `# HELP` and `# TYPE` lines.
-fn metric_head(out: &mut String, name: &str, kind: &str, help: &str) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+    out
 }
 
 /// `strangler_shadow_total{route, outcome}` and the histogram of shadow
 /// latency minus primary latency.
-fn shadow_metrics(
-    out: &mut String,
-    counts: &BTreeMap<String, strangler_shadow::counters::CountSnapshot>,
-) {
-    use std::fmt::Write;
-    use strangler_shadow::Outcome;
-    use strangler_shadow::counters::DELTA_BUCKETS_MS;
-    metric_head(
+fn shadow_metrics(out: &mut String, counts: &BTreeMap<String, CountSnapshot>) {
+    let mut f = Family::start(
         out,
         "strangler_shadow_total",
         "counter",
@@ -193,15 +165,10 @@ fn shadow_metrics(
     );
     for (route, c) in counts {
         for o in Outcome::ALL {
-            let _ = writeln!(
-                out,
-                "strangler_shadow_total{{route=\"{route}\",outcome=\"{}\"}} {}",
-                o.as_str(),
-                c.get(o)
-            );
+            f.sample(&[("route", route), ("outcome", o.as_str())], c.get(o));
         }
     }
-    metric_head(
+    let mut f = Family::start(
         out,
         "strangler_shadow_latency_delta_seconds",
         "histogram",
@@ -212,27 +179,105 @@ fn shadow_metrics(
         if count == 0 {
             continue;
         }
-        let mut cumulative = 0;
-        for (le, n) in DELTA_BUCKETS_MS.iter().zip(&c.delta) {
-            cumulative += n;
-            let _ = writeln!(
-                out,
-                "strangler_shadow_latency_delta_seconds_bucket{{route=\"{route}\",le=\"{}\"}} {cumulative}",
-                le / 1000.0
-            );
+        let cumulative = c.delta.iter().scan(0, |total, n| {
+            *total += n;
+            Some(*total)
+        });
+        f.histogram(
+            &[("route", route)],
+            DELTA_BUCKETS_MS
+                .iter()
+                .map(|le| le / 1000.0)
+                .zip(cumulative),
+            c.delta_sum_us as f64 / 1e6,
+            count,
+        );
+    }
+}
+
+/// One metric family being written: its `# HELP` and `# TYPE` lines, then
+/// one `name{label="value",...} value` line per sample (labels unescaped:
+/// route, upstream and instance names are config names).
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl<'a> Family<'a> {
+    /// Writes the family's head.
+    fn start(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Self {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out, name }
+    }
+
+    /// `name{labels} value`; `name value` without labels.
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl Display) {
+        self.line("", labels, None, value);
+    }
+
+    /// One label set's histogram: a `_bucket` line per upper bound with the
+    /// cumulative count, `+Inf`, `_sum` and `_count`.
+    fn histogram<L: Display>(
+        &mut self,
+        labels: &[(&str, &str)],
+        buckets: impl IntoIterator<Item = (L, u64)>,
+        sum: impl Display,
+        count: u64,
+    ) {
+        for (le, n) in buckets {
+            self.line("_bucket", labels, Some(&le), n);
         }
-        let _ = writeln!(
+        self.line("_bucket", labels, Some(&"+Inf"), count);
+        self.line("_sum", labels, None, sum);
+        self.line("_count", labels, None, count);
+    }
+
+    fn line(
+        &mut self,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        le: Option<&dyn Display>,
+        value: impl Display,
+    ) {
+        let out = &mut *self.out;
+        let _ = write!(out, "{}{suffix}", self.name);
+        let mut sep = '{';
+        for (k, v) in labels {
+            let _ = write!(out, "{sep}{k}=\"{v}\"");
+            sep = ',';
+        }
+        if let Some(le) = le {
+            let _ = write!(out, "{sep}le=\"{le}\"");
+            sep = ',';
+        }
+        if sep == ',' {
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Family;
+
+    #[test]
+    fn a_family_writes_its_head_then_one_line_per_sample() {
+        let mut out = String::new();
+        let mut f = Family::start(&mut out, "x_total", "counter", "Xs.");
+        f.sample(&[], 3);
+        f.sample(&[("route", "a"), ("upstream", "b")], 0.5);
+        f.histogram(&[("route", "a")], [(0.5, 1), (1.0, 2)], 1.25, 3);
+        assert_eq!(
             out,
-            "strangler_shadow_latency_delta_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "strangler_shadow_latency_delta_seconds_sum{{route=\"{route}\"}} {}",
-            c.delta_sum_us as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "strangler_shadow_latency_delta_seconds_count{{route=\"{route}\"}} {count}"
+            "# HELP x_total Xs.\n# TYPE x_total counter\nx_total 3\n\
+             x_total{route=\"a\",upstream=\"b\"} 0.5\n\
+             x_total_bucket{route=\"a\",le=\"0.5\"} 1\n\
+             x_total_bucket{route=\"a\",le=\"1\"} 2\n\
+             x_total_bucket{route=\"a\",le=\"+Inf\"} 3\n\
+             x_total_sum{route=\"a\"} 1.25\n\
+             x_total_count{route=\"a\"} 3\n"
         );
     }
 }
