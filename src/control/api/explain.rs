@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::body::Body;
+use crate::control::api::body::Body;
 use crate::state::Shared;
 use crate::state::layer::ControlError;
 

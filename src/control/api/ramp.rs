@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::body::Body;
-use super::changes::{or_default, route_change};
+use crate::control::api::body::Body;
+use crate::control::api::changes::{or_default, route_change};
 use crate::control::ramp as engine;
 use crate::state::Shared;
 use crate::state::layer::{self, ControlError};
