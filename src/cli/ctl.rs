@@ -1,7 +1,8 @@
 //! The control commands of the CLI: `status`, `shift`, `rollback`, `reset`,
 //! `shadow`, `history`, `revert`, `reload`, `explain --live`. Each is one
 //! admin API call; errors are one line on stderr, exit 1 when refused or
-//! invalid, 2 when the proxy cannot be reached.
+//! invalid, 2 when the proxy cannot be reached. The helpers that print an
+//! answer or its error are shared with `ramp`.
 
 use std::process::ExitCode;
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use strangler_api::{AdminClient, CallError};
 
 /// A percentage from the command line: `25`, `25%`, `12.5`.
-pub fn parse_percent(s: &str) -> Result<f64, String> {
+pub(super) fn parse_percent(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .trim_end_matches('%')
@@ -25,7 +26,7 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
-fn done(result: Result<Value, CallError>, print: impl FnOnce(&Value)) -> ExitCode {
+pub(super) fn done(result: Result<Value, CallError>, print: impl FnOnce(&Value)) -> ExitCode {
     match result {
         Ok(v) => {
             print(&v);
@@ -38,7 +39,7 @@ fn done(result: Result<Value, CallError>, print: impl FnOnce(&Value)) -> ExitCod
     }
 }
 
-fn print_version(v: &Value) {
+pub(super) fn print_version(v: &Value) {
     if v["unchanged"].as_bool() == Some(true) {
         println!("unchanged (version {}): nothing to change", v["version"]);
         return;
@@ -335,144 +336,4 @@ pub fn explain_live(
             Err(_) => println!("{v}"),
         }
     })
-}
-
-/// The flags of `strangler ramp ROUTE ...`.
-#[derive(Debug, Default)]
-pub struct RampArgs {
-    pub to: Option<String>,
-    pub steps: Option<Vec<f64>>,
-    pub every: Option<String>,
-    pub max_error_rate: Option<String>,
-    pub max_error_ratio: Option<f64>,
-    pub max_p99_ratio: Option<f64>,
-    pub max_mismatch_rate: Option<String>,
-    pub min_requests: Option<u64>,
-    pub on_fail: Option<String>,
-    pub reason: Option<String>,
-}
-
-/// `strangler ramp ...`.
-pub fn ramp(c: &AdminClient, args: &[String], a: RampArgs, as_json: bool) -> ExitCode {
-    let verb = args.first().map(String::as_str).unwrap_or("");
-    match (verb, args.get(1)) {
-        ("status", route) => done(c.call(Method::GET, "/api/v1/ramps", None), |v| {
-            let empty = Vec::new();
-            let list: Vec<&Value> = v["ramps"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .filter(|r| route.is_none_or(|want| r["route"].as_str() == Some(want.as_str())))
-                .collect();
-            if as_json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({"ramps": list})).unwrap_or_default()
-                );
-                return;
-            }
-            if list.is_empty() {
-                println!("no ramps");
-            }
-            for r in list {
-                if let Some(g) = r["gates_now"].as_object() {
-                    let f = |k: &str, v: &str| {
-                        g.get(k).and_then(|x| x.get(v)).cloned().unwrap_or_default()
-                    };
-                    println!(
-                        "{}: next decision in {}s; requests {} (min {}), errors {} (limit {}), p99 ratio {} (limit {}), mismatch {} (limit {})",
-                        r["route"].as_str().unwrap_or(""),
-                        g.get("next_decision_in_s").cloned().unwrap_or_default(),
-                        f("requests", "value"),
-                        f("requests", "min"),
-                        f("error_rate", "value"),
-                        f("error_rate", "limit"),
-                        f("p99_ratio", "value"),
-                        f("p99_ratio", "limit"),
-                        f("mismatch_rate", "value"),
-                        f("mismatch_rate", "limit"),
-                    );
-                }
-                println!(
-                    "{}: {} to {}, step {}/{} ({}%), since {}; {}",
-                    r["route"].as_str().unwrap_or(""),
-                    r["state"].as_str().unwrap_or(""),
-                    r["to"].as_str().unwrap_or(""),
-                    r["step"],
-                    r["steps"].as_array().map_or(0, Vec::len),
-                    r["share"],
-                    r["step_started"].as_str().unwrap_or(""),
-                    r["note"].as_str().unwrap_or("")
-                );
-            }
-        }),
-        ("pause" | "resume" | "abort", Some(route)) => done(
-            c.call(
-                Method::POST,
-                &format!("/api/v1/routes/{route}/ramp/{verb}"),
-                Some(json!({})),
-            ),
-            print_version,
-        ),
-        ("pause" | "resume" | "abort", None) => {
-            eprintln!("ramp {verb} needs a route: strangler ramp {verb} ROUTE");
-            ExitCode::from(1)
-        }
-        (route, None) => {
-            let rate = |v: &Option<String>, what: &str| -> Result<Option<f64>, String> {
-                v.as_deref()
-                    .map(|s| parse_percent(s).map(|p| p / 100.0))
-                    .transpose()
-                    .map_err(|e| format!("{what}: {e}"))
-            };
-            let (err, mism) = match (
-                rate(&a.max_error_rate, "--max-error-rate"),
-                rate(&a.max_mismatch_rate, "--max-mismatch-rate"),
-            ) {
-                (Ok(e), Ok(m)) => (e, m),
-                (Err(e), _) | (_, Err(e)) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let mut gates = serde_json::Map::new();
-            for (k, v) in [
-                ("max_error_rate", err.map(|v| json!(v))),
-                ("max_error_ratio", a.max_error_ratio.map(|v| json!(v))),
-                ("max_p99_ratio", a.max_p99_ratio.map(|v| json!(v))),
-                ("max_mismatch_rate", mism.map(|v| json!(v))),
-                ("min_requests", a.min_requests.map(|v| json!(v))),
-            ] {
-                if let Some(v) = v {
-                    gates.insert(k.to_string(), v);
-                }
-            }
-            let mut body = json!({"gates": gates});
-            for (k, v) in [
-                ("to", a.to.map(|v| json!(v))),
-                ("steps", a.steps.map(|v| json!(v))),
-                ("every", a.every.map(|v| json!(v))),
-                ("on_fail", a.on_fail.map(|v| json!(v))),
-                ("reason", a.reason.map(|v| json!(v))),
-            ] {
-                if let Some(v) = v {
-                    body[k] = v;
-                }
-            }
-            done(
-                c.call(
-                    Method::POST,
-                    &format!("/api/v1/routes/{route}/ramp"),
-                    Some(body),
-                ),
-                print_version,
-            )
-        }
-        (_, Some(_)) => {
-            eprintln!(
-                "usage: strangler ramp ROUTE --steps ... --every ..., or ramp status|pause|resume|abort ROUTE"
-            );
-            ExitCode::from(1)
-        }
-    }
 }

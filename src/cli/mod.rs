@@ -2,10 +2,12 @@
 //! line on stderr; exit codes are 0 done, 1 refused or invalid, 2 cannot
 //! reach the proxy.
 
+pub mod check;
 pub mod ctl;
 pub mod demo;
 pub mod diffs;
 pub mod explain;
+pub mod ramp;
 pub mod serve;
 pub mod words;
 
@@ -13,8 +15,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-use crate::state::config_file;
 
 /// The admin API the CLI talks to unless told otherwise.
 const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
@@ -149,35 +149,8 @@ pub enum Command {
         /// ROUTE, or status [ROUTE], or pause|resume|abort ROUTE.
         #[arg(required = true, num_args = 1..=2)]
         args: Vec<String>,
-        /// The upstream to move traffic to (default: the route's one new upstream).
-        #[arg(long)]
-        to: Option<String>,
-        /// Percent to the new upstream at each step, e.g. 1,5,25,50,100.
-        #[arg(long, value_delimiter = ',')]
-        steps: Option<Vec<f64>>,
-        /// How long each step is held and measured, e.g. 10m.
-        #[arg(long)]
-        every: Option<String>,
-        /// Largest error rate of the new upstream, e.g. 1%.
-        #[arg(long)]
-        max_error_rate: Option<String>,
-        /// ...or at most this many times the default upstream's, when higher.
-        #[arg(long)]
-        max_error_ratio: Option<f64>,
-        /// The new upstream's p99 at most this many times the default's.
-        #[arg(long)]
-        max_p99_ratio: Option<f64>,
-        /// Largest real shadow mismatch rate, e.g. 0.5%.
-        #[arg(long)]
-        max_mismatch_rate: Option<String>,
-        /// Requests the new upstream must see in a window.
-        #[arg(long)]
-        min_requests: Option<u64>,
-        /// rollback (default) or pause.
-        #[arg(long)]
-        on_fail: Option<String>,
-        #[arg(long)]
-        reason: Option<String>,
+        #[command(flatten)]
+        flags: crate::cli::ramp::RampArgs,
         #[arg(long)]
         json: bool,
     },
@@ -300,7 +273,7 @@ pub fn main() -> ExitCode {
             admin_port,
             traffic,
         }),
-        Command::Check { config } => check(&config),
+        Command::Check { config } => crate::cli::check::run(&config),
         Command::Explain {
             method,
             url,
@@ -319,41 +292,12 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Tui { refresh } => tui(&cli.admin, cli.actor.clone(), &refresh),
-        Command::Ramp {
-            args,
-            to,
-            steps,
-            every,
-            max_error_rate,
-            max_error_ratio,
-            max_p99_ratio,
-            max_mismatch_rate,
-            min_requests,
-            on_fail,
-            reason,
-            json,
-        } => {
+        Command::Ramp { args, flags, json } => {
             let c = match admin_client(&cli.admin, cli.actor.clone()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            crate::cli::ctl::ramp(
-                &c,
-                &args,
-                crate::cli::ctl::RampArgs {
-                    to,
-                    steps,
-                    every,
-                    max_error_rate,
-                    max_error_ratio,
-                    max_p99_ratio,
-                    max_mismatch_rate,
-                    min_requests,
-                    on_fail,
-                    reason,
-                },
-                json,
-            )
+            crate::cli::ramp::run(&c, &args, flags, json)
         }
         other => {
             let c = match admin_client(&cli.admin, cli.actor.clone()) {
@@ -450,42 +394,6 @@ fn tui(admin: &str, actor: Option<String>, refresh: &str) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn check(path: &std::path::Path) -> ExitCode {
-    match config_file::load(path) {
-        Ok(config) => {
-            // What serve would refuse at start: secrets not set, key files
-            // missing or unreadable.
-            if let Err(e) = crate::policy::auth::load_all(&config, path) {
-                eprintln!("{}: {e}", path.display());
-                return ExitCode::from(1);
-            }
-            println!(
-                "{}: ok ({}, {}, {})",
-                path.display(),
-                words::count(config.upstreams.len(), "upstream"),
-                words::count(config.routes.len(), "route"),
-                words::count(config.aggregates.len(), "aggregate")
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let lines = e.lines();
-            for line in &lines {
-                eprintln!("{line}");
-            }
-            if let config_file::LoadError::Invalid(_) = e {
-                let n = lines.len();
-                eprintln!(
-                    "{}: {n} problem{}",
-                    path.display(),
-                    if n == 1 { "" } else { "s" }
-                );
-            }
             ExitCode::from(1)
         }
     }

@@ -8,13 +8,13 @@
 //! swapped atomically.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use strangler_rules::config::percent_to_bp;
 use strangler_rules::split::{BUCKETS, fmt_bp};
 use strangler_rules::{Config, Split, UpstreamId};
+use strangler_shadow::time::{now_ms, rfc3339};
 
 /// Overrides of one route.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -138,37 +138,6 @@ impl ControlError {
             ControlError::Store(_) => 500,
         }
     }
-}
-
-/// Now as RFC 3339 UTC, e.g. `2026-11-26T14:05:09Z`.
-pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(secs)
-}
-
-/// Seconds since the epoch as RFC 3339 UTC.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
 }
 
 /// The upstream named `name`, or an error that lists the known ones.
@@ -303,7 +272,8 @@ pub fn record(
 ) -> VersionRecord {
     VersionRecord {
         version: last + 1,
-        time: now_rfc3339(),
+        // Whole seconds, e.g. `2026-11-26T14:05:09Z`.
+        time: rfc3339(now_ms() / 1000),
         actor: actor.to_string(),
         reason: reason.to_string(),
         route: route.map(str::to_string),
@@ -315,16 +285,4 @@ pub fn record(
 /// The whole layer as JSON keyed by route, for all-route changes.
 pub fn layer_json(layer: &RuntimeLayer) -> Value {
     json!(layer.routes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_701_909), "2026-11-26T14:05:09Z");
-    }
 }
