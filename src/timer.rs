@@ -1,9 +1,10 @@
 //! Per-request timeouts without a timer registration per request.
 //!
-//! Every request arms two timeouts: hyper's header read timeout (a fresh
-//! sleep each time a connection waits for the next request head) and the
-//! upstream timeout. A tokio sleep that is polled registers in the runtime's
-//! timer wheel, and dropping it deregisters it, both under the driver's lock.
+//! Every request arms two timeouts: the header read timeout (the lean
+//! server's, or hyper's: a sleep each time a connection waits for the next
+//! request head) and the upstream timeout. A tokio sleep that is polled
+//! registers in the runtime's timer wheel, and dropping it deregisters it,
+//! both under the driver's lock.
 //! Here finished sleeps go back to a pool still registered; taking one out
 //! and moving its deadline later only updates an atomic, and the wheel
 //! re-files the entry once its old deadline passes. A pooled sleep may still

@@ -72,44 +72,128 @@ fn module_path(file: &Path) -> Vec<String> {
     parts
 }
 
-/// The code of a file without its test module.
-fn non_test_code(text: &str) -> &str {
-    match text.find("#[cfg(test)]\nmod tests") {
-        Some(at) => &text[..at],
-        None => text,
+/// The code of a file without its test modules (`#[cfg(test)] mod x { .. }`).
+fn non_test_code(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        let item = after["#[cfg(test)]".len()..].trim_start();
+        if !item.starts_with("mod ") {
+            out.push_str("#[cfg(test)]");
+            rest = &after["#[cfg(test)]".len()..];
+            continue;
+        }
+        // Skip to the brace that closes the module.
+        let Some(open) = after.find('{') else {
+            return out;
+        };
+        let mut depth = 0usize;
+        let mut end = after.len();
+        for (i, c) in after[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// The lowercase path segments at the start of `s` (`a::b::C` -> [a, b]),
+/// and what follows them.
+fn segments(s: &str) -> (Vec<String>, &str) {
+    let mut segs = Vec::new();
+    let mut rest = s;
+    loop {
+        let ident: String = rest.chars().take_while(|c| is_ident_char(*c)).collect();
+        if ident.is_empty()
+            || !ident
+                .chars()
+                .all(|c| c.is_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return (segs, rest);
+        }
+        rest = &rest[ident.len()..];
+        segs.push(ident);
+        match rest.strip_prefix("::") {
+            Some(r) => rest = r,
+            None => return (segs, rest),
+        }
     }
 }
 
-/// Every `crate::a::b::c` path a file names, as its segments.
-fn crate_paths(code: &str) -> Vec<Vec<String>> {
+/// Every module path a file names: `crate::a::b`, `super::x`, `self::x`,
+/// and paths that start with one of the file's own child modules
+/// (`changes::shift` in `control/api/mod.rs`); a group
+/// (`crate::a::{b, c::d}`) names each of its members.
+fn module_refs(code: &str, me: &[String], modules: &BTreeSet<Vec<String>>) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for line in code.lines() {
         let line = line.trim_start();
         if line.starts_with("//") {
             continue;
         }
-        let mut rest = line;
-        while let Some(at) = rest.find("crate::") {
-            let before = rest[..at].chars().last();
-            rest = &rest[at + "crate::".len()..];
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-                continue; // strangler_api::crate:: etc.
+        let mut i = 0;
+        while i < line.len() {
+            let rest = &line[i..];
+            let before = line[..i].chars().last();
+            let starts_path = rest
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_lowercase() || c == '_')
+                && !before.is_some_and(|c| is_ident_char(c) || c == ':');
+            if !starts_path {
+                i += rest.chars().next().map_or(1, char::len_utf8);
+                continue;
             }
-            let segs: Vec<String> = rest
-                .split("::")
-                .map(|s| {
-                    s.chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect::<String>()
-                })
-                .take_while(|s| {
-                    !s.is_empty()
-                        && s.chars()
-                            .all(|c| c.is_lowercase() || c.is_ascii_digit() || c == '_')
-                })
-                .collect();
-            if !segs.is_empty() {
-                out.push(segs);
+            let (segs, after) = segments(rest);
+            let consumed = rest.len() - after.len();
+            i += consumed.max(1);
+            if segs.len() < 2 && !after.starts_with('{') {
+                continue;
+            }
+            let base: Vec<String> = match segs.first().map(String::as_str) {
+                Some("crate") => segs[1..].to_vec(),
+                Some("super") => {
+                    let supers = segs.iter().take_while(|s| *s == "super").count();
+                    let mut p = me[..me.len().saturating_sub(supers)].to_vec();
+                    p.extend(segs[supers..].iter().cloned());
+                    p
+                }
+                Some("self") => me.iter().chain(&segs[1..]).cloned().collect(),
+                Some(first) if modules.contains(&[me, &[first.to_string()]].concat()) => {
+                    me.iter().chain(&segs).cloned().collect()
+                }
+                _ => continue,
+            };
+            if let Some(group) = after.strip_prefix('{') {
+                let inner = group.split('}').next().unwrap_or("");
+                for member in inner.split(',') {
+                    let (more, _) = segments(member.trim());
+                    let more = if more.first().is_some_and(|m| m == "self") {
+                        vec![]
+                    } else {
+                        more
+                    };
+                    out.push(base.iter().chain(&more).cloned().collect());
+                }
+            } else if !base.is_empty() {
+                out.push(base);
             }
         }
     }
@@ -130,7 +214,7 @@ fn plan() -> Plan {
         let me = module_path(file);
         let text = std::fs::read_to_string(file).expect("read source");
         let mut targets = BTreeSet::new();
-        for segs in crate_paths(non_test_code(&text)) {
+        for segs in module_refs(&non_test_code(&text), &me, &modules) {
             // The longest prefix that is a file of src/.
             let target = (1..=segs.len())
                 .rev()
@@ -255,12 +339,25 @@ fn the_checker_sees_imports() {
         .get(&vec!["proxy".to_string()])
         .expect("src/proxy/mod.rs");
     assert!(proxy.contains(&vec!["state".to_string()]), "{proxy:?}");
+    let s = |p: &[&str]| p.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let modules = BTreeSet::from([s(&["m"]), s(&["m", "kid"])]);
     assert_eq!(
-        crate_paths("use crate::a::b::{C, d};\nlet x = crate::e::f(1);"),
+        module_refs(
+            "use crate::a::b::{C, d::e};\nlet x = crate::e::f(1);\nkid::g();\nsuper::h::i();\nstd::j::k();",
+            &s(&["m"]),
+            &modules
+        ),
         vec![
-            vec!["a".to_string(), "b".to_string()],
-            vec!["e".to_string(), "f".to_string()]
+            s(&["a", "b"]),
+            s(&["a", "b", "d", "e"]),
+            s(&["e", "f"]),
+            s(&["m", "kid", "g"]),
+            s(&["h", "i"]),
         ]
+    );
+    assert_eq!(
+        non_test_code("a\n#[cfg(test)]\nmod t { fn x() { crate::y::z(); } }\nb"),
+        "a\n\nb"
     );
     let mut cyclic = BTreeMap::new();
     cyclic.insert(1, BTreeSet::from([2]));

@@ -192,7 +192,7 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     ));
     // Signal handlers first: a signal sent right after the announcement
     // must reach them, not the default action.
-    spawn_reload_on_sighup(shared.clone());
+    crate::control::reload::on_sighup(shared.clone());
     spawn_rate_limit_cleanup(shared.clone());
     if let Some(url) = &shared.live.load().config().notify.webhook {
         let _ = shared
@@ -230,24 +230,6 @@ pub async fn serve(opts: ServeOptions, config: strangler_rules::Config) -> ExitC
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
-}
-
-/// Reloads on SIGHUP. The handler is installed before this returns, so a
-/// SIGHUP sent right after the proxy announced itself is never fatal.
-fn spawn_reload_on_sighup(shared: Arc<Shared>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; reload is unavailable");
-            return;
-        };
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                let _ = shared.reload("SIGHUP").await;
-            }
-        });
-    }
 }
 
 /// How old a remote JWKS may get before it is fetched again.

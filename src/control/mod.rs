@@ -1,5 +1,5 @@
 //! The control plane: the admin API, progressive ramps and their
-//! notifications. It changes the live state through `state::Shared` and
+//! notifications, config reloads. It changes the live state through `state::Shared` and
 //! never sits on a request's path.
 //!
 //! - `api/`: the admin API. `mod.rs` is the server (token check, replies,
@@ -11,7 +11,9 @@
 //! - `ramp.rs`: the ramp engine, which moves running ramps step by step
 //!   and checks their gates.
 //! - `notify.rs`: the `[notify] webhook` sender of ramp events.
+//! - `reload.rs`: reloading the config file on SIGHUP.
 
 pub mod api;
 pub mod notify;
 pub mod ramp;
+pub mod reload;

@@ -18,6 +18,7 @@
 //! is every connection with `[listen] lean = false` (src/server chooses).
 //! tests/http1_paths.rs runs one table of cases against both paths.
 
+use std::convert::Infallible;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -76,13 +77,15 @@ pub trait Service: Send + Sync + 'static {
         + Unpin
         + 'static;
 
-    /// Answers one request; never fails (errors are responses).
+    /// Answers one request; never fails (errors are responses). The
+    /// `Result` is hyper's service shape, so the future is handed to hyper
+    /// as it is (wrapping it would move it, several KiB, per request).
     fn call(
         &self,
         req: Request<Self::Body>,
         peer: SocketAddr,
         peer_ip: &HeaderValue,
-    ) -> impl Future<Output = Response<Self::Body>> + Send + use<Self>;
+    ) -> impl Future<Output = Result<Response<Self::Body>, Infallible>> + Send + use<Self>;
 
     /// The answer to a request head this server refuses before calling.
     fn refuse(&self, err: HeadError) -> Response<Self::Body>;
@@ -235,6 +238,7 @@ pub async fn serve<S: ClientStream, Sv: Service, T: ShutdownWatch>(
             // The client hung up: the request is dropped, as hyper does.
             return;
         };
+        let Ok(resp) = resp;
         let shutting_down = ticket.is_shutting_down();
         if !conn
             .write_response(resp, asked, shutting_down, &*server.service)
@@ -259,8 +263,7 @@ pub fn hyper_service<Sv: Service>(
 + Send
 + 'static {
     hyper::service::service_fn(move |req: Request<Incoming>| {
-        let answer = service.call(req.map(Sv::Body::from), peer, &peer_ip);
-        async move { Ok(answer.await) }
+        service.call(req.map(Sv::Body::from), peer, &peer_ip)
     })
 }
 
@@ -1028,9 +1031,9 @@ mod tests {
             req: Request<TestBody>,
             _peer: SocketAddr,
             _peer_ip: &HeaderValue,
-        ) -> impl Future<Output = Response<TestBody>> + Send + use<> {
+        ) -> impl Future<Output = Result<Response<TestBody>, Infallible>> + Send + use<> {
             let text = format!("{} {}", req.method(), req.uri().path());
-            async move { Response::new(TestBody::Full(Some(Bytes::from(text)))) }
+            async move { Ok(Response::new(TestBody::Full(Some(Bytes::from(text))))) }
         }
 
         fn refuse(&self, err: HeadError) -> Response<TestBody> {

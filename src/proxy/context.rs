@@ -65,7 +65,7 @@ impl<'a> RequestCtx<'a> {
 
     /// The last phase: the rate-limit headers on the answer, its latency
     /// in the stats cell, the access log line.
-    pub fn logging(mut self, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    pub fn logging(&mut self, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
         if let Some((policy, state)) = self.rate_headers.take() {
             resp.headers_mut().insert(RATELIMIT_POLICY, policy);
             resp.headers_mut().insert(RATELIMIT, state);

@@ -21,6 +21,7 @@ use crate::mirror::{Dispatch, NOISE_METHODS, Pending, TeeBody};
 use crate::policy::cache::{self, RouteCache, Use};
 use crate::proxy::context::RequestCtx;
 use crate::proxy::error::ProxyError;
+use crate::proxy::request::Answered;
 use crate::upstream::body::{PooledBody, ProxyBody};
 use crate::upstream::{SendError, SendWith, UpstreamPool};
 
@@ -36,7 +37,10 @@ struct CacheStep {
 
 /// The request as the exchange sends it, and what the response filter
 /// needs of the earlier phases.
-struct Exchange {
+pub(super) struct Exchange<'a> {
+    pool: &'a UpstreamPool,
+    request_body: ProxyBody,
+    body_empty: bool,
     method: Method,
     /// The upstream sees origin-form: path and query byte for byte.
     path_and_query: PathAndQuery,
@@ -53,14 +57,17 @@ struct Exchange {
 }
 
 impl<'a> RequestCtx<'a> {
-    /// Phases 5 to 8 for a request whose upstream is chosen.
-    pub(super) async fn proxy(
+    /// Phases 4 to 6 for a request whose upstream is chosen: the exchange
+    /// to run, or an answer from the cache. (Not async, so that `forward`'s
+    /// future, the large one, is awaited by `handle` itself: each level of
+    /// async calls moves its callee's future once per request.)
+    pub(super) fn prepare_exchange(
         &mut self,
         body: ProxyBody,
         shadow_bucket: Option<u16>,
-    ) -> Response<ProxyBody> {
+    ) -> Result<Exchange<'a>, Answered> {
         let Some((upstream_id, pool, _)) = self.upstream else {
-            return self.error(ProxyError::NoHealthyInstance);
+            return Err(Box::new(self.error(ProxyError::NoHealthyInstance)));
         };
         // A WebSocket handshake on a route that allows it: the split is
         // decided now, and the tunnel opens when the upstream switches
@@ -82,6 +89,9 @@ impl<'a> RequestCtx<'a> {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let body_empty = body.is_end_stream();
         let mut x = Exchange {
+            pool,
+            request_body: ProxyBody::Empty,
+            body_empty,
             method: self.parts.method.clone(),
             path_and_query,
             forwarding,
@@ -96,7 +106,7 @@ impl<'a> RequestCtx<'a> {
             cache: CacheStep::default(),
         };
         if !websocket && let Some(hit) = self.cache_lookup(&mut x, upstream_id, body_empty) {
-            return hit;
+            return Err(Box::new(hit));
         }
         let mut request_body = if body_empty { ProxyBody::Empty } else { body };
         if !websocket
@@ -107,7 +117,8 @@ impl<'a> RequestCtx<'a> {
             }
             x.primary_tx = Some(p);
         }
-        self.forward(x, pool, request_body, body_empty).await
+        x.request_body = request_body;
+        Ok(x)
     }
 
     /// Phase 5, the route's cache: a fresh stored answer is served without
@@ -115,7 +126,7 @@ impl<'a> RequestCtx<'a> {
     /// its way.
     fn cache_lookup(
         &mut self,
-        x: &mut Exchange,
+        x: &mut Exchange<'a>,
         upstream_id: UpstreamId,
         body_empty: bool,
     ) -> Option<Response<ProxyBody>> {
@@ -149,7 +160,7 @@ impl<'a> RequestCtx<'a> {
     /// room left. Returns the call waiting for the primary's answer.
     fn shadow(
         &mut self,
-        x: &mut Exchange,
+        x: &mut Exchange<'a>,
         shadow_bucket: Option<u16>,
         upstream_id: UpstreamId,
         pool: &UpstreamPool,
@@ -213,14 +224,10 @@ impl<'a> RequestCtx<'a> {
     /// the timeout; a connect failure tries one other instance with the
     /// same request, a broken exchange is retried only for body-less
     /// idempotent requests, as many times as the route allows.
-    async fn forward(
-        &mut self,
-        mut x: Exchange,
-        pool: &UpstreamPool,
-        request_body: ProxyBody,
-        body_empty: bool,
-    ) -> Response<ProxyBody> {
-        let may_retry_sent = idempotent(&x.method) && body_empty;
+    pub(super) async fn forward(&mut self, mut x: Exchange<'a>) -> Response<ProxyBody> {
+        let pool = x.pool;
+        let request_body = std::mem::take(&mut x.request_body);
+        let may_retry_sent = idempotent(&x.method) && x.body_empty;
         let mut retries_left = self.route.map_or(0, |r| r.retries);
         let mut connect_retry_used = false;
         let mut tried = Tried::default();
@@ -294,7 +301,7 @@ impl<'a> RequestCtx<'a> {
     /// upstream's only).
     fn response_filter(
         &mut self,
-        x: &mut Exchange,
+        x: &mut Exchange<'a>,
         pool: &UpstreamPool,
         instance: usize,
         mut resp: Response<PooledBody>,

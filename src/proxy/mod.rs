@@ -6,16 +6,19 @@
 //!    aggregates are answered here (`aggregate`);
 //! 3. `policies`: JWT auth, claims, the rate limit (`crate::policy`); the
 //!    upstream is chosen;
-//! 4. `upstream_request_filter`: the head the upstream gets (`headers`);
+//! 4. `upstream_request_filter`: the head the upstream gets (hop-by-hop and
+//!    forwarding headers: `crate::http1::headers`);
 //! 5. `cache_lookup`: a fresh stored answer, or a fill on the way;
 //! 6. `shadow`: the copy for the shadow upstream (`crate::mirror`);
 //! 7. `forward`: pick an instance, send, retry only where it is safe;
 //! 8. `response_filter`: tunnel (`tunnel`), cache fill, tee, Via;
 //! 9. `logging`: the stats cell and the access log line.
 //!
-//! Phases 1-4 are in `request`, 5-8 in `forward`. Every failure becomes
-//! its JSON error in one place (`error`). A new policy goes in
-//! `crate::policy` and is called from `policies`.
+//! Phases 1-3 and 4's filter are in `request`, 5-8 in `forward`
+//! (`prepare_exchange` runs 4 to 6). Every failure becomes its JSON error in one
+//! place (`error`). A new policy goes in `crate::policy` and is called from
+//! `policies` (a response-side one, as the cache, from `forward`); an
+//! aggregate's parts pass the route policies again in `aggregate`.
 
 pub mod aggregate;
 mod context;
@@ -38,6 +41,7 @@ use crate::http1::server::{HeadError, Service};
 use crate::mirror::Dispatch;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::error::ProxyError;
+use crate::proxy::forward::Exchange;
 use crate::proxy::request::Answered;
 use crate::state::Shared;
 use crate::upstream::body::ProxyBody;
@@ -56,12 +60,8 @@ impl Service for Proxy {
         req: Request<ProxyBody>,
         peer: SocketAddr,
         peer_ip: &HeaderValue,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
-        let answer = handle(self.shared.clone(), peer, peer_ip.clone(), req);
-        async move {
-            let Ok(resp) = answer.await;
-            resp
-        }
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + use<> {
+        handle(self.shared.clone(), peer, peer_ip.clone(), req)
     }
 
     fn refuse(&self, err: HeadError) -> Response<ProxyBody> {
@@ -97,20 +97,21 @@ pub async fn handle(
         rate_headers: None,
         dispatch: Dispatch::None,
     };
-    let resp = match phases(&mut ctx, body).await {
-        Ok(resp) => resp,
+    let resp = match before_upstream(&mut ctx, body).await {
+        Ok(exchange) => ctx.forward(exchange).await,
         Err(answered) => *answered,
     };
     Ok(ctx.logging(resp))
 }
 
-/// Phases 1 to 8; an `Err` is an answer a phase gave itself.
-async fn phases(
-    ctx: &mut RequestCtx<'_>,
+/// Phases 1 to 6; an `Err` is an answer a phase gave itself (a refusal,
+/// an aggregate's, a cached one).
+async fn before_upstream<'a>(
+    ctx: &mut RequestCtx<'a>,
     body: ProxyBody,
-) -> Result<Response<ProxyBody>, Answered> {
+) -> Result<Exchange<'a>, Answered> {
     ctx.request_filter()?;
     let decided = ctx.route_decision().await?;
     ctx.policies(&decided).await?;
-    Ok(ctx.proxy(body, decided.shadow_bucket).await)
+    ctx.prepare_exchange(body, decided.shadow_bucket)
 }

@@ -111,7 +111,7 @@ pub type Conn = SendRequest<ProxyBody>;
 pub enum PooledBody {
     /// Read by hyper's client.
     Hyper(HyperBody),
-    /// Read by the lean exchange (h1.rs).
+    /// Read by the lean exchange (`http1::client`).
     Lean(H1Body),
 }
 

@@ -217,7 +217,7 @@ impl UpstreamPool {
         }
     }
 
-    /// The lean exchange (h1.rs) for a body-less request to a plain-http
+    /// The lean exchange (`http1::client`) for a body-less request to a plain-http
     /// instance.
     async fn send_lean(
         &self,
@@ -242,7 +242,7 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends an encoded request head (h1.rs) to instance `i`. A reused
+    /// Sends an encoded request head (`http1::client`) to instance `i`. A reused
     /// connection that fails before any byte of a response arrived was most
     /// likely closed by the instance while idle: an idempotent request is
     /// sent again, once, on a new connection.
