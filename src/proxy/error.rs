@@ -34,6 +34,14 @@ pub enum ProxyError {
     HeadTooLarge,
     #[error("request target too long")]
     UriTooLong,
+    /// The client's request body failed on its way (an invalid chunk, the
+    /// client gone midway): the client's fault, never the upstream's.
+    #[error("invalid or incomplete request body")]
+    ClientBody,
+    /// The client had not sent its whole body when the upstream timeout
+    /// fired.
+    #[error("request body not received within {0:?}")]
+    ClientBodyTimeout(std::time::Duration),
 }
 
 impl From<HeadError> for ProxyError {
@@ -63,6 +71,8 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::ClientBody => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::http1::client::KeepHeaders;
 use crate::http1::headers::{Forwarding, append_via, idempotent, strip_hop_by_hop};
 use crate::mirror::{Dispatch, NOISE_METHODS, Pending, TeeBody};
 use crate::policy::cache::{self, RouteCache, Use};
+use crate::proxy::client_body::{self, BodyWatch, ClientBody};
 use crate::proxy::context::RequestCtx;
 use crate::proxy::error::ProxyError;
 use crate::proxy::request::Answered;
@@ -41,6 +42,8 @@ pub(super) struct Exchange<'a> {
     pool: &'a UpstreamPool,
     request_body: ProxyBody,
     body_empty: bool,
+    /// The client's body, watched: whose fault a failed exchange was.
+    client_body: Option<BodyWatch>,
     method: Method,
     /// The upstream sees origin-form: path and query byte for byte.
     path_and_query: PathAndQuery,
@@ -92,6 +95,7 @@ impl<'a> RequestCtx<'a> {
             pool,
             request_body: ProxyBody::Empty,
             body_empty,
+            client_body: None,
             method: self.parts.method.clone(),
             path_and_query,
             forwarding,
@@ -108,7 +112,13 @@ impl<'a> RequestCtx<'a> {
         if !websocket && let Some(hit) = self.cache_lookup(&mut x, upstream_id, body_empty) {
             return Err(Box::new(hit));
         }
-        let mut request_body = if body_empty { ProxyBody::Empty } else { body };
+        let mut request_body = if body_empty {
+            ProxyBody::Empty
+        } else {
+            let (watched, watch) = client_body::watch(body);
+            x.client_body = Some(watch);
+            watched
+        };
         if !websocket
             && let Some(mut p) = self.shadow(&mut x, shadow_bucket, upstream_id, pool, body_empty)
         {
@@ -270,6 +280,11 @@ impl<'a> RequestCtx<'a> {
                     return self.error(ProxyError::ConnectFailed(msg));
                 }
                 Ok(Err(SendError::Broken(e))) => {
+                    // The client's own body failed: its fault, not the upstream's.
+                    if x.client_body.as_ref().map(BodyWatch::state) == Some(ClientBody::Failed) {
+                        tracing::debug!(error = %innermost_cause(&*e), "the client's request body failed");
+                        return self.error(ProxyError::ClientBody);
+                    }
                     pool.record_failure(i);
                     if may_retry_sent && retries_left > 0 {
                         retries_left -= 1;
@@ -287,6 +302,14 @@ impl<'a> RequestCtx<'a> {
                     return self.error(ProxyError::UpstreamBroken(innermost_cause(&*e)));
                 }
                 Err(_) => {
+                    // The client had not sent its whole body: it stalled.
+                    match x.client_body.as_ref().map(BodyWatch::state) {
+                        Some(ClientBody::Due) => {
+                            return self.error(ProxyError::ClientBodyTimeout(x.timeout));
+                        }
+                        Some(ClientBody::Failed) => return self.error(ProxyError::ClientBody),
+                        _ => {}
+                    }
                     pool.record_failure(i);
                     return self.error(ProxyError::UpstreamTimeout(x.timeout));
                 }

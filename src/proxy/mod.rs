@@ -21,6 +21,7 @@
 //! aggregate's parts pass the route policies again in `aggregate`.
 
 pub mod aggregate;
+mod client_body;
 mod context;
 pub mod error;
 mod forward;
