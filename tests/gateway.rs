@@ -857,6 +857,118 @@ idle_timeout = "{idle}"
         assert!(ended.is_ok(), "the idle tunnel was not closed");
     }
 
+    /// RFC 9110 section 15.2.2: a 101 that does not name WebSocket opens no
+    /// tunnel. Before, the client's next request on that connection went to
+    /// the upstream raw, past routing (and JWT).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_101_that_is_not_websocket_is_502_and_opens_no_tunnel() {
+        use support::{RawBackend, RawReply, WireClient};
+        let raw = RawBackend::start_with(|head| {
+            if head.contains(" /ws/h2c ") {
+                RawReply::keep(
+                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n",
+                )
+            } else {
+                RawReply::keep(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            }
+        })
+        .await;
+        let app = Backend::start("app").await;
+        let cfg = format!(
+            r#"[upstreams.app]
+urls = ["{}"]
+[upstreams.ws]
+urls = ["{}"]
+[default]
+upstream = "app"
+[[routes]]
+name = "live"
+match.path_prefix = "/ws"
+split = {{ ws = 100 }}
+websocket = true
+"#,
+            app.url(),
+            raw.url()
+        );
+        let proxy = Proxy::start(&cfg);
+        for path in ["/ws/bare", "/ws/h2c"] {
+            let mut c = WireClient::connect(proxy.addr).await;
+            c.send(
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+            let r = c.response(false).await;
+            assert!(r.head.starts_with("HTTP/1.1 502"), "{path}: {}", r.head);
+            let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+            assert_eq!(
+                (j["route"].as_str(), j["upstream"].as_str()),
+                (Some("live"), Some("ws"))
+            );
+            // The connection is still HTTP: the next request is routed.
+            c.send(b"GET /private HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .await;
+            let r = c.response(false).await;
+            assert!(r.head.starts_with("HTTP/1.1 200"), "{path}: {}", r.head);
+            let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+            assert_eq!(j["backend"], "app", "{path}");
+        }
+        assert!(
+            raw.request_lines().iter().all(|l| !l.contains("/private")),
+            "{:?}",
+            raw.request_lines()
+        );
+    }
+
+    /// Such a 101 counts against the instance, as other upstream faults:
+    /// with `eject_after = 1` the instance that sent it gets no more
+    /// handshakes, and the other one (a real WebSocket server) takes them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_101_that_is_not_websocket_counts_as_an_upstream_failure() {
+        use support::{RawBackend, RawReply};
+        let raw =
+            RawBackend::start_with(|_| RawReply::keep(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"))
+                .await;
+        let echo = echo_server().await;
+        let cfg = format!(
+            r#"[upstreams.monolith]
+urls = ["http://127.0.0.1:9"]
+[upstreams.ws]
+urls = ["{}", "http://{echo}"]
+eject_after = 1
+eject_for = "600s"
+[default]
+upstream = "monolith"
+[[routes]]
+name = "live"
+match.path_prefix = "/ws"
+split = {{ ws = 100 }}
+websocket = true
+"#,
+            raw.url()
+        );
+        let proxy = Proxy::start(&cfg);
+        let mut refused = 0;
+        for _ in 0..4 {
+            let tcp = tokio::net::TcpStream::connect(proxy.addr)
+                .await
+                .expect("connect");
+            match tokio_tungstenite::client_async(format!("ws://{}/ws/echo", proxy.addr), tcp).await
+            {
+                Ok((_, resp)) => assert_eq!(resp.status(), 101),
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    assert_eq!(resp.status(), 502);
+                    refused += 1;
+                }
+                Err(e) => panic!("unexpected handshake error: {e}"),
+            }
+        }
+        assert_eq!(refused, 1, "the instance was not ejected after its 101");
+        assert_eq!(raw.request_lines().len(), 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn upgrades_on_other_routes_are_plain_requests() {
         let b = Backend::start("app").await;

@@ -1518,3 +1518,125 @@ async fn a_tls_client_that_stops_reading_is_cut_off() {
     assert!(got.starts_with(b"HTTP/1.1 200"));
     assert!(got.len() < BIG_BODY, "the whole answer went through");
 }
+
+/// Issue 17: what an upstream's answer may not do to the framing or the
+/// protocol of the client's connection, on both ways of sending (the lean
+/// exchange for body-less requests, hyper's client for requests with bodies).
+mod upstream_answers {
+    use super::*;
+    use support::{RawReply, WireClient};
+
+    /// A chunked body's data, its chunk framing removed.
+    fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let line = raw
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("a chunk-size line");
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&raw[..line]).expect("ascii").trim(), 16)
+                    .expect("chunk size");
+            if size == 0 {
+                return out;
+            }
+            out.extend_from_slice(&raw[line + 2..line + 2 + size]);
+            assert_eq!(&raw[line + 2 + size..line + 4 + size], b"\r\n");
+            raw = &raw[line + 4 + size..];
+        }
+    }
+
+    const GET: &str = "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    const POST: &str =
+        "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+
+    async fn ask(proxy: &Proxy, template: &str, path: &str) -> support::WireResponse {
+        let mut c = WireClient::connect(proxy.addr).await;
+        c.send(template.replace("{path}", path).as_bytes()).await;
+        c.response(false).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transfer_encoding_wins_over_content_length_on_both_paths() {
+        let backend = support::RawBackend::start_with(|_| {
+            RawReply::keep(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            )
+        })
+        .await;
+        let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+        for template in [GET, POST] {
+            let r = ask(&proxy, template, "/both").await;
+            assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+            assert_ne!(
+                r.header("content-length").as_deref(),
+                Some("3"),
+                "{}",
+                r.head
+            );
+            assert_eq!(r.body, b"hello world", "{template}: {}", r.head);
+        }
+        // Neither connection was reused after such an answer.
+        let r = ask(&proxy, POST, "/again").await;
+        assert_eq!(r.body, b"hello world");
+        assert_eq!(backend.connections(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unrequested_101_is_502_on_both_paths() {
+        let backend = support::RawBackend::start_with(|_| {
+            RawReply::keep(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            )
+        })
+        .await;
+        let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+        for template in [GET, POST] {
+            let r = ask(&proxy, template, "/switch").await;
+            assert!(r.head.starts_with("HTTP/1.1 502"), "{template}: {}", r.head);
+            let j: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+            assert_eq!(j["upstream"], "monolith");
+            assert!(
+                j["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("101 Switching Protocols")),
+                "{j}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transfer_codings_besides_chunked_are_kept_on_responses() {
+        let backend = support::RawBackend::start_with(|head| {
+            if head.contains(" /until-close ") {
+                RawReply::close(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nCODED")
+            } else {
+                RawReply::keep(
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nCODED\r\n0\r\n\r\n",
+                )
+            }
+        })
+        .await;
+        let proxy = Proxy::start(&raw_upstream_config(&backend.url()));
+        for template in [GET, POST] {
+            for path in ["/chunked", "/until-close"] {
+                let r = ask(&proxy, template, path).await;
+                assert!(r.head.starts_with("HTTP/1.1 200"), "{}", r.head);
+                assert_eq!(
+                    r.header("transfer-encoding").as_deref(),
+                    Some("gzip, chunked"),
+                    "{template} {path}: {}",
+                    r.head
+                );
+                assert!(r.header("content-length").is_none(), "{}", r.head);
+                // Read to the close (the framing header is not plain
+                // `chunked`), then de-chunked here.
+                assert_eq!(dechunk(&r.body), b"CODED", "{template} {path}");
+            }
+        }
+        // An HTTP/1.0 client cannot be sent a transfer coding: 502, not the
+        // coded body passed off as plain.
+        let r = ask(&proxy, "GET {path} HTTP/1.0\r\nHost: a\r\n\r\n", "/chunked").await;
+        assert!(r.head.starts_with("HTTP/1.0 502"), "{}", r.head);
+    }
+}

@@ -263,6 +263,9 @@ impl H1Conn {
         let mut content_length: Option<u64> = None;
         let mut transfer_encoding = false;
         let mut chunked = false;
+        // Where the Transfer-Encoding values lie, for the codings besides
+        // `chunked` that travel on in the map.
+        let mut codings: Vec<(usize, usize)> = Vec::new();
         // The raw headers stay where they are in `head`: their places move
         // to the front of `indices`, `kept` of them.
         let mut kept = 0;
@@ -319,6 +322,9 @@ impl H1Conn {
                         .rsplit(|&b| b == b',')
                         .next()
                         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    if want_map {
+                        codings.push((vs, ve));
+                    }
                 }
                 continue;
             }
@@ -374,6 +380,13 @@ impl H1Conn {
                     });
                 }
                 keep_alive = false;
+            }
+            // Codings other than `chunked` (`gzip, chunked`) stay applied to
+            // the body: they go on with it, never silently dropped.
+            if let Some(kept) = crate::http1::headers::codings_besides_chunked(
+                codings.iter().map(|&(vs, ve)| &head[vs..ve]),
+            ) {
+                headers.insert(TRANSFER_ENCODING, kept);
             }
             if chunked {
                 Framing::Chunked(Chunked::Size)

@@ -70,6 +70,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A response's transfer codings other than a final `chunked` (which the
+/// framing undoes), joined as one value: the codings still applied to the
+/// decoded body, which must travel on with it (RFC 9112 section 6.1).
+/// `None` when `chunked` was the only one.
+pub fn codings_besides_chunked<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<HeaderValue> {
+    let mut tokens: Vec<&[u8]> = values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens
+        .last()
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+    {
+        tokens.pop();
+    }
+    if tokens.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&tokens.join(&b", "[..])).ok()
+}
+
+/// Whether a header value lists `token` (comma-separated, any case).
+pub fn lists_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
 /// Whether `name` is one of the fixed hop-by-hop headers (not counting
 /// those a Connection header names).
 #[inline]

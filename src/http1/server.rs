@@ -710,6 +710,7 @@ fn encode_response_head(
     let mut wrote_length = false;
     let mut wrote_date = false;
     let mut wrote_close = false;
+    let mut codings: Option<Vec<&HeaderValue>> = None;
     for (name, value) in &parts.headers {
         if *name == header::CONTENT_LENGTH {
             // A HEAD answer keeps the length the GET would have; otherwise
@@ -723,7 +724,12 @@ fn encode_response_head(
                 continue;
             }
         } else if *name == header::TRANSFER_ENCODING {
-            // The framing is this connection's to choose.
+            // The framing is this connection's to choose; codings besides
+            // `chunked` that the body still carries go on, with `chunked`
+            // added last (as hyper's server does), to HTTP/1.1 clients.
+            if !asked.http10 && !asked.head_only && !bodyless_status {
+                codings.get_or_insert_with(Vec::new).push(value);
+            }
             continue;
         } else if *name == header::CONNECTION {
             if value
@@ -751,6 +757,14 @@ fn encode_response_head(
             write_length(dst, n);
         }
         None
+    } else if let Some(codings) = codings {
+        dst.extend_from_slice(b"transfer-encoding: ");
+        for value in codings {
+            dst.extend_from_slice(value.as_bytes());
+            dst.extend_from_slice(b", ");
+        }
+        dst.extend_from_slice(b"chunked\r\n");
+        Some(Framing::Chunked)
     } else {
         match known.or(header_length) {
             Some(n) => {

@@ -16,7 +16,7 @@ use strangler_rules::split::BUCKETS;
 use strangler_shadow::Outcome;
 
 use crate::http1::client::KeepHeaders;
-use crate::http1::headers::{Forwarding, append_via, idempotent, strip_hop_by_hop};
+use crate::http1::headers::{Forwarding, append_via, idempotent, lists_token, strip_hop_by_hop};
 use crate::mirror::{Dispatch, NOISE_METHODS, Pending, TeeBody};
 use crate::policy::cache::{self, RouteCache, Use};
 use crate::proxy::client_body::{self, BodyWatch, ClientBody};
@@ -333,8 +333,38 @@ impl<'a> RequestCtx<'a> {
             PooledBody::Lean(b) => b.take_raw_headers(),
             PooledBody::Hyper(_) => None,
         };
-        let upstream_upgrade = (x.client_upgrade.is_some()
-            && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+        // RFC 9110 section 15.2.2: a 101 switches to the protocol the
+        // client asked for (a WebSocket handshake on a route that allows
+        // it) and names it; any other 101 is the upstream's fault, never a
+        // tunnel past routing and policies.
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            && !(x.client_upgrade.is_some()
+                && resp
+                    .headers()
+                    .get_all(header::UPGRADE)
+                    .iter()
+                    .any(|v| lists_token(v, "websocket")))
+        {
+            pool.record_failure(instance);
+            return self.error(ProxyError::UpstreamBroken(
+                "101 Switching Protocols to a protocol not asked for".to_string(),
+            ));
+        }
+        // Transfer codings besides `chunked` (the exchange left only those
+        // in Transfer-Encoding) stay applied to the body and go on with it:
+        // an HTTP/1.0 client cannot be sent any (RFC 9112 section 6.1), and
+        // `chunked` may come only last, once.
+        let codings = resp.headers_mut().remove(header::TRANSFER_ENCODING);
+        if let Some(c) = &codings
+            && (x.client_version == Version::HTTP_10 || lists_token(c, "chunked"))
+        {
+            pool.record_failure(instance);
+            return self.error(ProxyError::UpstreamBroken(format!(
+                "transfer coding {:?} cannot be passed on to this client",
+                String::from_utf8_lossy(c.as_bytes())
+            )));
+        }
+        let upstream_upgrade = (resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
             .then(|| hyper::upgrade::on(&mut resp));
         let status = resp.status().as_u16();
         if matches!(status, 502..=504) {
@@ -363,7 +393,10 @@ impl<'a> RequestCtx<'a> {
             let host = self.host.as_ref().and_then(|v| v.to_str().ok());
             cache.invalidate(self.live.pools.len(), host, x.path_and_query.as_str());
         }
-        if let Some((cache, key, authorized, request)) = x.cache.fill.take() {
+        // A body still coded for transfer is not stored.
+        if let Some((cache, key, authorized, request)) = x.cache.fill.take()
+            && codings.is_none()
+        {
             if let Some(fresh) = cache.storable(rparts.status, &rparts.headers, authorized) {
                 let fill = cache::Fill::new(key, rparts.status, &rparts.headers, &request, fresh);
                 rbody = cache::CacheBody::wrap(rbody, cache, fill);
@@ -388,6 +421,9 @@ impl<'a> RequestCtx<'a> {
             rparts
                 .headers
                 .insert(cache::X_CACHE, HeaderValue::from_static("MISS"));
+        }
+        if let Some(c) = codings {
+            rparts.headers.insert(header::TRANSFER_ENCODING, c);
         }
         append_via(&mut rparts.headers, rparts.version);
         rparts.version = x.client_version;

@@ -201,8 +201,12 @@ impl UpstreamPool {
                 },
             };
             match conn.try_send_request(req).await {
-                Ok(resp) => {
-                    let back = Some((conn, idle.clone()));
+                Ok(mut resp) => {
+                    // A switched connection, or one whose framing was
+                    // doubtful, is not reused.
+                    let reusable = normalize_framing(&mut resp)
+                        && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+                    let back = reusable.then(|| (conn, idle.clone()));
                     return Ok(resp.map(|body| PooledBody::Hyper(HyperBody { body, back })));
                 }
                 Err(mut e) => match e.take_message() {
@@ -359,6 +363,31 @@ impl UpstreamPool {
         self.end_request(i);
         Ok(sent)
     }
+}
+
+/// Makes a response from hyper's client say what the lean exchange's do
+/// (RFC 9112 section 6.3): with Transfer-Encoding, Content-Length is
+/// removed (hyper decodes the chunks but keeps both headers, and a length
+/// passed on would cut the body), and Transfer-Encoding keeps only the
+/// codings besides a final `chunked`, which stay applied to the body.
+/// False when the connection should not be reused (both headers came).
+fn normalize_framing<B>(resp: &mut Response<B>) -> bool {
+    let headers = resp.headers_mut();
+    if !headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return true;
+    }
+    let had_length = headers.remove(http::header::CONTENT_LENGTH).is_some();
+    let kept = crate::http1::headers::codings_besides_chunked(
+        headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .map(http::HeaderValue::as_bytes),
+    );
+    headers.remove(http::header::TRANSFER_ENCODING);
+    if let Some(kept) = kept {
+        headers.insert(http::header::TRANSFER_ENCODING, kept);
+    }
+    !had_length
 }
 
 /// Several body-less requests of safe methods written to one connection
