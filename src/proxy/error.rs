@@ -34,6 +34,10 @@ pub enum ProxyError {
     HeadTooLarge,
     #[error("request target too long")]
     UriTooLong,
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
+    #[error("OPTIONS * asks about the proxy itself and is not forwarded")]
+    AsteriskNotForwarded,
 }
 
 impl From<HeadError> for ProxyError {
@@ -63,6 +67,8 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::AsteriskNotForwarded => StatusCode::NOT_FOUND,
         }
     }
 
