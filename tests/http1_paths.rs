@@ -154,6 +154,21 @@ const fn refused(status_line: &'static str, error: &'static str) -> Answer {
     }
 }
 
+/// The proxy's own JSON error, on a connection it keeps open.
+const fn proxy_error(status_line: &'static str, error: &'static str) -> Answer {
+    Answer {
+        status_line,
+        body: Body::Error(error),
+        ..HELLO
+    }
+}
+
+const TRANSFER_CODING_501: Answer = proxy_error(
+    "HTTP/1.1 501 Not Implemented",
+    "a transfer coding other than chunked alone",
+);
+const INVALID_HOST: Answer = proxy_error("HTTP/1.1 400 Bad Request", "invalid Host");
+
 /// The rest of a case whose connection stays open, alike on both paths.
 const KEPT_OPEN: Case = Case {
     name: "",
@@ -392,6 +407,109 @@ const CASES: &[Case] = &[
                 body: Body::Error("missing Host header"),
                 ..HELLO
             }],
+        }],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "Host with a space: 400 (RFC 9112 3.2, RFC 3986 3.2.2)",
+        exchanges: &[Exchange {
+            request: Req::Bytes(b"GET /len HTTP/1.1\r\nHost: x y\r\n\r\n"),
+            answers: &[INVALID_HOST],
+        }],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "Host with userinfo (@): 400",
+        exchanges: &[Exchange {
+            request: Req::Bytes(b"GET /len HTTP/1.1\r\nHost: x@y\r\n\r\n"),
+            answers: &[INVALID_HOST],
+        }],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "Host with a slash: 400",
+        exchanges: &[Exchange {
+            request: Req::Bytes(b"GET /len HTTP/1.1\r\nHost: x/y\r\n\r\n"),
+            answers: &[INVALID_HOST],
+        }],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "absolute-form target with userinfo: 400",
+        exchanges: &[Exchange {
+            request: Req::Bytes(b"GET http://u:p@a/len HTTP/1.1\r\nHost: a\r\n\r\n"),
+            answers: &[INVALID_HOST],
+        }],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "hosts RFC 3986 allows: served (IPv6 literal with a port, IPv4, reg-name)",
+        exchanges: &[
+            Exchange {
+                request: Req::Bytes(b"GET /len HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"),
+                answers: &[HELLO],
+            },
+            Exchange {
+                request: Req::Bytes(b"GET /len HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n"),
+                answers: &[HELLO],
+            },
+            Exchange {
+                request: Req::Bytes(b"GET http://a.example_1:80/len HTTP/1.1\r\nHost: a\r\n\r\n"),
+                answers: &[HELLO],
+            },
+        ],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "authority-form on GET: 400 (CONNECT only, RFC 9112 3.2.3)",
+        exchanges: &[Exchange {
+            request: Req::Bytes(b"GET a:80 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            answers: &[proxy_error(
+                "HTTP/1.1 400 Bad Request",
+                "authority-form target (host:port) is for CONNECT only",
+            )],
+        }],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "asterisk-form on GET: 400 (OPTIONS only, RFC 9112 3.2.4)",
+        exchanges: &[Exchange {
+            request: Req::Bytes(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+            answers: &[proxy_error(
+                "HTTP/1.1 400 Bad Request",
+                "asterisk-form target (*) is for OPTIONS only",
+            )],
+        }],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "OPTIONS *: answered 404 by the proxy, not forwarded (as Envoy)",
+        exchanges: &[Exchange {
+            request: Req::Bytes(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
+            answers: &[proxy_error(
+                "HTTP/1.1 404 Not Found",
+                "OPTIONS * asks about the proxy itself",
+            )],
+        }],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "Transfer-Encoding: gzip, chunked: 501 (RFC 9112 6.1)",
+        exchanges: &[Exchange {
+            request: Req::Bytes(
+                b"POST /len HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            ),
+            answers: &[TRANSFER_CODING_501],
+        }],
+        ..KEPT_OPEN
+    },
+    Case {
+        name: "Transfer-Encoding in two fields, gzip then chunked: 501",
+        exchanges: &[Exchange {
+            request: Req::Bytes(
+                b"POST /len HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            ),
+            answers: &[TRANSFER_CODING_501],
         }],
         ..KEPT_OPEN
     },
@@ -866,6 +984,90 @@ async fn http1_cases_behave_alike_on_the_lean_path_and_hypers() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// An HTTP/1.0 request without Host reaches the upstream as HTTP/1.1 with
+/// the instance's authority as Host, or the route's host_rewrite when it
+/// has one (an HTTP/1.1 request without Host is invalid, RFC 9112 3.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_without_host_gets_the_upstreams_host_on_both_paths() {
+    let upstream = upstream().await;
+    for lean in [true, false] {
+        let proxy = Proxy::start_with(
+            &format!("lean = {lean}"),
+            &format!(
+                "[upstreams.a]\nurls = [\"{}\"]\n[default]\nupstream = \"a\"\n\
+                 [[routes]]\nname = \"rw\"\nmatch.path = \"/rw\"\nupstream = \"a\"\n\
+                 host_rewrite = \"rw.internal\"\n",
+                upstream.url()
+            ),
+            &[],
+        );
+        for (target, host) in [
+            ("/len", upstream.addr.to_string()),
+            ("/rw", "rw.internal".to_string()),
+        ] {
+            let seen = upstream.heads().len();
+            let answer = support::raw(
+                proxy.addr,
+                format!("GET {target} HTTP/1.0\r\n\r\n").as_bytes(),
+            )
+            .await;
+            assert!(
+                answer.starts_with("HTTP/1.0 200 OK\r\n"),
+                "lean = {lean}: {answer}"
+            );
+            let heads = upstream.heads();
+            let head = heads.get(seen).expect("the request reached the upstream");
+            let hosts: Vec<&str> = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+                .map(|(_, v)| v.trim())
+                .collect();
+            let request_line = head.lines().next().unwrap_or("");
+            assert_eq!(
+                request_line,
+                format!("GET {target} HTTP/1.1"),
+                "lean = {lean}"
+            );
+            assert_eq!(hosts, [host.as_str()], "lean = {lean}, {target}: {head}");
+        }
+    }
+}
+
+/// `Transfer-Encoding: chunked` in any case is the one coding accepted on a
+/// request, on both paths: the body reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_in_any_case_is_accepted_on_both_paths() {
+    let backend = support::Backend::start("a").await;
+    for lean in [true, false] {
+        let proxy = Proxy::start_with(
+            &format!("lean = {lean}"),
+            &format!(
+                "[upstreams.a]\nurls = [\"{}\"]\n[default]\nupstream = \"a\"\n",
+                backend.url()
+            ),
+            &[],
+        );
+        for coding in ["chunked", "Chunked", "CHUNKED"] {
+            let mut c = support::WireClient::connect(proxy.addr).await;
+            c.send(
+                format!(
+                    "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {coding}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+            let r = c.response(false).await;
+            assert!(
+                r.head.starts_with("HTTP/1.1 200 OK\r\n"),
+                "lean = {lean}, {coding}: {}",
+                r.head
+            );
+            assert_eq!(r.body, b"hello", "lean = {lean}, {coding}");
+        }
+    }
 }
 
 /// With `lean = false`, TLS connections that negotiate HTTP/1.1 are

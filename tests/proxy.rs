@@ -532,6 +532,49 @@ async fn reload_swaps_the_table_and_keeps_in_flight_requests() {
     assert_eq!(get(&c, &proxy.url("/x"), &[]).await.backend(), "b");
 }
 
+/// Once SIGTERM starts the drain, `/readyz` answers 503 (so that a load
+/// balancer stops sending) while a slow request is still in flight; the
+/// request still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_draining() {
+    let a = Backend::start("a").await;
+    let cfg = format!("{}[default]\nupstream = \"a\"\n", upstreams(&[("a", &a)]));
+    let mut proxy = Proxy::start(&cfg);
+    let c = client();
+    let readyz = format!("{}/readyz", proxy.admin_url());
+    assert_eq!(get(&c, &readyz, &[]).await.status, 200, "ready before");
+    let mut arrived = a.watch_gate();
+    let url = proxy.url("/gate");
+    let in_flight = tokio::spawn(async move { get(&client(), &url, &[]).await });
+    arrived.recv().await.expect("gated request arrived");
+
+    proxy.signal("TERM");
+    proxy.wait_for_log("draining in-flight requests");
+    // The gate is still shut: the proxy is draining.
+    let r = get(&c, &readyz, &[]).await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("draining")),
+        "{:?}",
+        r.body
+    );
+
+    a.open_gate();
+    let r = in_flight.await.expect("in-flight");
+    assert_eq!(
+        r.status, 200,
+        "in-flight request completed during the drain"
+    );
+    assert_eq!(
+        tokio::task::spawn_blocking(move || proxy.wait_exit())
+            .await
+            .expect("join"),
+        Some(0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let a = Backend::start("a").await;

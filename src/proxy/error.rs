@@ -42,6 +42,10 @@ pub enum ProxyError {
     /// fired.
     #[error("request body not received within {0:?}")]
     ClientBodyTimeout(std::time::Duration),
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
+    #[error("OPTIONS * asks about the proxy itself and is not forwarded")]
+    AsteriskNotForwarded,
 }
 
 impl From<HeadError> for ProxyError {
@@ -73,6 +77,8 @@ impl ProxyError {
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::ClientBody => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::AsteriskNotForwarded => StatusCode::NOT_FOUND,
         }
     }
 

@@ -245,6 +245,10 @@ impl<'a> RequestCtx<'a> {
         let retry_headers =
             (may_retry_sent && retries_left > 0).then(|| self.parts.headers.clone());
         let headers = std::mem::take(&mut self.parts.headers);
+        // No Host by now (an HTTP/1.0 client sent none, and the route has
+        // no host_rewrite): the upstream's HTTP/1.1 request gets the
+        // instance's authority, as an HTTP/1.1 request must have a Host.
+        let host_from_instance = !headers.contains_key(header::HOST);
         let mut up = upstream_request(&x.method, headers, request_body);
         loop {
             let Ok(i) = pool.pick(tried.as_slice()) else {
@@ -252,6 +256,9 @@ impl<'a> RequestCtx<'a> {
             };
             tried.push(i);
             *up.uri_mut() = Uri::from(x.path_and_query.clone());
+            if host_from_instance {
+                set_instance_host(&mut up, pool, i);
+            }
             pool.start_request(i);
             // A compared answer's headers also come raw, for the capture.
             let keep = if x.primary_tx.is_some() {
@@ -260,7 +267,8 @@ impl<'a> RequestCtx<'a> {
                 KeepHeaders::Map
             };
             let with = SendWith {
-                head: x.primary_head.as_deref(),
+                // The head encoded for the shadow copy has no Host.
+                head: x.primary_head.as_deref().filter(|_| !host_from_instance),
                 keep,
                 forwarding: x.forwarding.as_ref(),
             };
@@ -474,6 +482,18 @@ fn upstream_request(method: &Method, headers: HeaderMap, body: ProxyBody) -> Req
     *up.version_mut() = Version::HTTP_11;
     *up.headers_mut() = headers;
     up
+}
+
+/// Sets Host to instance `i`'s authority (without any userinfo).
+fn set_instance_host(up: &mut Request<ProxyBody>, pool: &UpstreamPool, i: usize) {
+    let Some(inst) = pool.instances.get(i) else {
+        return;
+    };
+    let authority = inst.authority.as_str();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Ok(v) = HeaderValue::from_str(host) {
+        up.headers_mut().insert(header::HOST, v);
+    }
 }
 
 /// The innermost cause, which says what actually happened ("connection refused").

@@ -71,6 +71,50 @@ pub fn request_host(parts: &Parts) -> Result<Option<&str>, crate::proxy::error::
     }
 }
 
+/// Whether `host` is a valid Host (RFC 9110 7.2: `uri-host [ ":" port ]`)
+/// with RFC 3986 3.2.2's host: an IP literal (`[` IPv6 `]`) or a reg-name
+/// (which IPv4 addresses are also written as): unreserved characters,
+/// sub-delims and percent-encodings only, so no space, `@` (userinfo),
+/// `/`, `?` or `#`. The port is digits (RFC 3986 3.2.3).
+pub fn valid_host(host: &str) -> bool {
+    let (name_ok, port) = if let Some(literal) = host.strip_prefix('[') {
+        let Some((inner, rest)) = literal.split_once(']') else {
+            return false;
+        };
+        let port = match rest.strip_prefix(':') {
+            Some(p) => p,
+            None if rest.is_empty() => "",
+            None => return false,
+        };
+        (inner.parse::<std::net::Ipv6Addr>().is_ok(), port)
+    } else {
+        let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+        (valid_reg_name(name.as_bytes()), port)
+    };
+    name_ok && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// RFC 3986 3.2.2's reg-name: `*( unreserved / pct-encoded / sub-delims )`.
+fn valid_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = name.get(i) {
+        if b == b'%' {
+            match name.get(i + 1..i + 3) {
+                Some([h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => i += 3,
+                _ => return false,
+            }
+            continue;
+        }
+        let unreserved = b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+        let sub_delim = b"!$&'()*+,;=".contains(&b);
+        if !(unreserved || sub_delim) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Whether a request path is one that servers behind the proxy could read
 /// differently from the router: a `.` or `..` segment (also percent-encoded,
 /// with `;params`, or split by an encoded or back slash), or an empty
@@ -119,6 +163,38 @@ pub fn percent_encode(v: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::valid_host;
+
+    #[test]
+    fn hosts_per_rfc_3986() {
+        for h in [
+            "a",
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::7]",
+            "xn--bcher-kva.example",
+            "a_b~c!$&'()*+,;=",
+            "caf%C3%A9.example",
+            "",
+            "a:",
+        ] {
+            assert!(valid_host(h), "{h}");
+        }
+        for h in [
+            "x y", "x@y", "u:p@host", "x/y", "x?y", "x#y", "a:b:c", "a:8o", "[::1", "[::1]x",
+            "[not-v6]", "[::1]:8o", "a%2", "a%zz", "a\\b", "a\"b",
+        ] {
+            assert!(!valid_host(h), "{h}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::mirror::SHADOW_HEADER;
 use crate::policy::auth::Claims;
 use crate::proxy::context::{RATELIMIT, RATELIMIT_POLICY, RequestCtx};
 use crate::proxy::error::ProxyError;
-use crate::proxy::headers::{RequestHead, ambiguous_path, request_host};
+use crate::proxy::headers::{RequestHead, ambiguous_path, request_host, valid_host};
 use crate::upstream::body::ProxyBody;
 
 /// An answer strangler gives itself: the request goes no further. Boxed:
@@ -31,11 +31,20 @@ pub(super) struct Decided {
 }
 
 impl<'a> RequestCtx<'a> {
-    /// Phase 1, the head's own checks: a valid Host, no CONNECT, no
-    /// ambiguous path; an absolute-form target's host replaces Host.
+    /// Phase 1, the head's own checks: a request-target form the method
+    /// may use, a valid Host, no transfer coding but chunked, no CONNECT,
+    /// no ambiguous path; an absolute-form target's host replaces Host.
     pub(super) fn request_filter(&mut self) -> Result<(), Answered> {
+        if let Err(e) = request_form(&self.parts) {
+            return Err(Box::new(self.error(e)));
+        }
         let parts = &self.parts;
         self.host = match request_host(parts) {
+            Ok(Some(h)) if !valid_host(h) => {
+                return Err(Box::new(self.error(ProxyError::BadRequest(
+                    "invalid Host: not an RFC 3986 host[:port]".into(),
+                ))));
+            }
             // The Host header's own value when that is the host (no copy).
             Ok(h) => h.and_then(|h| match parts.headers.get(header::HOST) {
                 Some(v) if v.as_bytes() == h.as_bytes() => Some(v.clone()),
@@ -235,4 +244,40 @@ impl<'a> RequestCtx<'a> {
         }
         forwarding
     }
+}
+
+/// The request line's target form and the framing the proxy can forward:
+/// authority-form (`host:port`) only with CONNECT and asterisk-form (`*`)
+/// only with OPTIONS (RFC 9112 3.2.3, 3.2.4), which is answered here and
+/// not forwarded (as Envoy does); a transfer coding other than `chunked`
+/// alone is one the proxy does not understand (RFC 9112 6.1: 501).
+fn request_form(parts: &http::request::Parts) -> Result<(), ProxyError> {
+    let uri = &parts.uri;
+    if uri.scheme().is_none() && uri.authority().is_some() && parts.method != http::Method::CONNECT
+    {
+        return Err(ProxyError::BadRequest(
+            "authority-form target (host:port) is for CONNECT only".into(),
+        ));
+    }
+    if uri.path() == "*" {
+        return Err(if parts.method == http::Method::OPTIONS {
+            ProxyError::AsteriskNotForwarded
+        } else {
+            ProxyError::BadRequest("asterisk-form target (*) is for OPTIONS only".into())
+        });
+    }
+    let mut codings = parts.headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        let chunked_alone = codings.next().is_none()
+            && first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked");
+        if !chunked_alone {
+            return Err(ProxyError::NotImplemented(
+                "a transfer coding other than chunked alone".into(),
+            ));
+        }
+    }
+    Ok(())
 }

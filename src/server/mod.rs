@@ -103,6 +103,11 @@ pub async fn run(
         }
     }
     drop(listener);
+    // Not ready from now on: a load balancer polling `/readyz` stops
+    // sending here while what is in flight finishes.
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // A second SIGTERM/SIGINT during the drain stops waiting, as operators
     // expect. Listen for it before announcing the drain, so a signal sent
     // on seeing the announcement cannot slip past.

@@ -210,6 +210,9 @@ pub struct Shared {
     pub notifier: std::sync::OnceLock<Box<dyn EventSink>>,
     /// Sleeps for request timeouts, reused (see `crate::timer`).
     pub sleeps: Arc<crate::timer::SleepPool>,
+    /// Set once a shutdown began: the proxy no longer accepts and drains
+    /// what is in flight (`/readyz` then answers 503).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// Where control-plane events go: the `[notify] webhook`'s sender
@@ -355,6 +358,7 @@ impl Shared {
             notifier: std::sync::OnceLock::new(),
             ramp_figures: std::sync::Mutex::new(std::collections::HashMap::new()),
             sleeps: Arc::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -952,6 +952,12 @@ impl RawBackend {
         format!("http://{}", self.addr)
     }
 
+    /// The request heads seen so far, whole (request line and headers,
+    /// without the blank line), as they came over the wire.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("lock").clone()
+    }
+
     /// The request lines seen so far (`GET /path HTTP/1.1`).
     pub fn request_lines(&self) -> Vec<String> {
         self.heads

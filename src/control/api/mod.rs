@@ -153,8 +153,8 @@ async fn handle(
         (&Method::GET, "/healthz") => return reply(StatusCode::OK, status::health()),
         (&Method::GET, "/readyz") => {
             return match status::ready(shared) {
-                Some(v) => reply(StatusCode::OK, v),
-                None => error(503, "not ready"),
+                Ok(v) => reply(StatusCode::OK, v),
+                Err(why) => error(503, why),
             };
         }
         _ => {}

@@ -16,10 +16,16 @@ pub(super) fn health() -> Value {
     json!({"ok": true})
 }
 
-/// `GET /readyz`: None while not ready.
-pub(super) fn ready(shared: &Shared) -> Option<Value> {
-    let ready = shared.store.is_some() || shared.versions.is_none();
-    ready.then(|| json!({"ready": true, "version": shared.live.load().version}))
+/// `GET /readyz`: why not, while not ready (no store yet, or draining
+/// after SIGTERM/SIGINT, so that a load balancer stops sending).
+pub(super) fn ready(shared: &Shared) -> Result<Value, &'static str> {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err("draining: shutting down");
+    }
+    if shared.store.is_none() && shared.versions.is_some() {
+        return Err("not ready");
+    }
+    Ok(json!({"ready": true, "version": shared.live.load().version}))
 }
 
 /// `GET /api/v1/status`.
