@@ -584,3 +584,45 @@ async fn changes_that_change_nothing_write_no_version() {
     assert!(proxy.cli(&["reset", "orders"]).status.success());
     assert_eq!(status(&proxy)["version"], 3);
 }
+
+/// Reads until the server closes; None when it is still open after 10 s
+/// (a safety bound on the test, not the behaviour tested).
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .ok()
+        .map(|_| buf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_closes_a_partial_head_after_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (a, b) = two_backends().await;
+    let proxy = Proxy::start_with(
+        "header_read_timeout = \"300ms\"",
+        &config(&a, &b, "orders = 100"),
+        &[],
+    );
+
+    let mut partial = tokio::net::TcpStream::connect(proxy.admin)
+        .await
+        .expect("connect");
+    partial
+        .write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: admin\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let got = read_until_closed(&mut partial)
+        .await
+        .expect("the admin listener kept a partial head's connection open");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+
+    // A whole request is still answered.
+    let r = get(&client(), &format!("{}/healthz", proxy.admin_url()), &[]).await;
+    assert_eq!(r.status, 200);
+}

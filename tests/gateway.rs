@@ -97,6 +97,57 @@ async fn the_ip_key_and_a_reload_keep_the_count() {
     );
 }
 
+/// A 16 KiB key unique to `i`.
+fn long_key(i: usize) -> String {
+    let mut k = format!("{i:06}-");
+    k.extend(std::iter::repeat_n('k', 16 * 1024 - k.len()));
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_distinct_long_keys_limit_alone_and_cost_no_memory_each() {
+    let b = Backend::start("app").await;
+    let proxy = Proxy::start(&config(&b, "header:x-user-id"));
+    let c = client();
+    // Warm up: the buffers a 16 KiB head needs are allocated once.
+    let first = long_key(0);
+    for _ in 0..3 {
+        let r = get(&c, &proxy.url("/api/x"), &[("x-user-id", &first)]).await;
+        assert_eq!(r.status, 200);
+    }
+    let before = proxy.peak_rss_kb();
+    // 1500 distinct keys, each within its 15 s window: whole keys would
+    // hold 24 MiB.
+    let n = 1500;
+    for i in 1..=n {
+        let r = get(&c, &proxy.url("/api/x"), &[("x-user-id", &long_key(i))]).await;
+        assert_eq!(r.status, 200, "key {i} has a budget of its own");
+    }
+    let grown = proxy.peak_rss_kb().saturating_sub(before);
+    assert!(
+        grown < 8 * 1024,
+        "{n} distinct 16 KiB keys grew the peak RSS by {grown} kB"
+    );
+    // The first key is still over its burst; a key that differs from it in
+    // its last byte only is not.
+    let r = get(&c, &proxy.url("/api/x"), &[("x-user-id", &first)]).await;
+    assert_eq!(r.status, 429, "the same long key stays limited");
+    let mut near = first.clone();
+    near.pop();
+    near.push('j');
+    for left in [2, 1, 0] {
+        let r = get(&c, &proxy.url("/api/x"), &[("x-user-id", &near)]).await;
+        assert_eq!(r.status, 200);
+        let state = r.headers["ratelimit"].to_str().expect("ascii");
+        assert!(
+            state.starts_with(&format!("\"default\";r={left};")),
+            "{state}"
+        );
+    }
+    let r = get(&c, &proxy.url("/api/x"), &[("x-user-id", &near)]).await;
+    assert_eq!(r.status, 429);
+}
+
 mod jwt {
     use super::*;
     use jsonwebtoken::jwk::{Jwk, JwkSet};

@@ -26,6 +26,50 @@ use crate::upstream::body::ProxyBody;
 /// Variants kept per key (one per combination of Vary header values).
 const MAX_VARIANTS: usize = 8;
 
+/// What an entry costs besides its key's text and its variants: moka's
+/// own entry (its node, deque links, frequency slot, timestamps), the
+/// `Arc<Vec>` holding the variants and the key's tuple.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// What a variant costs besides its headers' and body's bytes: the
+/// `Stored` itself behind its `Arc`, its header map's tables, the body's
+/// `Bytes` and its Vary list.
+const VARIANT_OVERHEAD: usize = std::mem::size_of::<Stored>() + 128;
+
+/// What one header costs besides its name's and value's bytes (the
+/// header map's bucket and index slot, the value's `Bytes`).
+const HEADER_OVERHEAD: usize = 64;
+
+/// The bytes an entry is weighed at against `max_bytes`: the key, every
+/// variant's headers, Vary values and body, and the fixed costs above, so
+/// many small answers cannot hold many times `max_bytes`.
+fn weight(key: &Key, variants: &Variants) -> u32 {
+    let headers = |h: &HeaderMap| -> usize {
+        h.iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + HEADER_OVERHEAD)
+            .sum()
+    };
+    let bytes: usize = ENTRY_OVERHEAD
+        + key.1.len()
+        + variants
+            .iter()
+            .map(|s| {
+                VARIANT_OVERHEAD
+                    + headers(&s.headers)
+                    + s.body.len()
+                    + s.vary
+                        .iter()
+                        .map(|(n, v)| {
+                            n.as_str().len()
+                                + v.as_ref().map_or(0, HeaderValue::len)
+                                + HEADER_OVERHEAD
+                        })
+                        .sum::<usize>()
+            })
+            .sum::<usize>();
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 /// One stored answer.
 #[derive(Debug)]
 pub struct Stored {
@@ -110,10 +154,7 @@ impl RouteCache {
     pub fn new(spec: &CacheSpec) -> Self {
         let entries = Cache::builder()
             .max_capacity(spec.max_bytes.max(1))
-            .weigher(|_k: &Key, v: &Variants| -> u32 {
-                let bytes: usize = v.iter().map(|s| s.body.len() + 256).sum();
-                u32::try_from(bytes).unwrap_or(u32::MAX)
-            })
+            .weigher(weight)
             .time_to_live(spec.ttl.max(Duration::from_secs(1)))
             .build();
         RouteCache {
@@ -411,5 +452,96 @@ impl Drop for CacheBody {
         if self.inner.is_end_stream() {
             self.done();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(max_bytes: u64) -> CacheSpec {
+        CacheSpec {
+            ttl: Duration::from_secs(60),
+            max_entries: u64::MAX,
+            max_bytes,
+        }
+    }
+
+    /// An answer as a typical API gives it: a few headers, a small body.
+    fn fill(cache: &RouteCache, i: usize) {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::DATE,
+            HeaderValue::from_static("Mon, 02 Feb 2026 10:00:00 GMT"),
+        );
+        headers.insert(
+            header::ETAG,
+            HeaderValue::from_static("\"33a64df551425fcc55e4d42a148795d9f25f89d4\""),
+        );
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        headers.insert(
+            "x-request-id",
+            HeaderValue::from_static("0b6c1c7e-4f3a-4d8e-9a53-5c2f1e7d9a10"),
+        );
+        let key = RouteCache::key(
+            UpstreamId(0),
+            Some("api.example.com"),
+            &format!("/v1/items/{i}?fields=id,name"),
+        );
+        let f = Fill::new(
+            key,
+            StatusCode::OK,
+            &headers,
+            &HeaderMap::new(),
+            Duration::from_secs(60),
+        );
+        cache.insert(f, Bytes::from_static(b"{\"id\":1}"));
+    }
+
+    #[test]
+    fn many_small_entries_are_weighed_whole_and_stay_within_max_bytes() {
+        let max_bytes = 256 * 1024;
+        let cache = RouteCache::new(&spec(max_bytes));
+        for i in 0..20_000 {
+            fill(&cache, i);
+        }
+        cache.entries.run_pending_tasks();
+        let weighed = cache.entries.weighted_size();
+        assert!(weighed <= max_bytes, "weighed {weighed} > {max_bytes}");
+        // What the entries held hold at the least: the key's text, every
+        // header's name and value, and the body.
+        let held: u64 = cache
+            .entries
+            .iter()
+            .map(|(k, v)| {
+                let bytes = k.1.len()
+                    + v.iter()
+                        .map(|s| {
+                            s.body.len()
+                                + s.headers
+                                    .iter()
+                                    .map(|(n, v)| n.as_str().len() + v.len())
+                                    .sum::<usize>()
+                        })
+                        .sum::<usize>();
+                bytes as u64
+            })
+            .sum();
+        let entries = cache.entries.entry_count();
+        assert!(entries > 0);
+        // Each entry also costs moka's node, the Arc'd Stored and the
+        // header map's tables: at least 300 bytes beyond its text.
+        let floor = held + entries * 300;
+        assert!(
+            floor <= max_bytes,
+            "{entries} entries hold at least {floor} bytes, max_bytes is {max_bytes}"
+        );
     }
 }

@@ -5,7 +5,10 @@
 //! draft-ietf-httpapi-ratelimit-headers; within it, the same headers say
 //! what is left. Keys no longer limited are dropped every second
 //! (`retain_recent`), so a flood of distinct keys cannot grow memory beyond
-//! what the rate allows.
+//! what the rate allows. Keys are stored as a 128-bit XXH3 hash under a
+//! per-process random secret, never whole: each held key costs the same few
+//! bytes however long the header or claim it came from, and a client who
+//! cannot see the secret cannot pick values that share another's budget.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,7 +21,37 @@ use governor::{Quota, RateLimiter};
 use http::HeaderValue;
 use strangler_rules::config::{RateKey, RateLimitSpec};
 
-type Keyed<C> = RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
+type Keyed<C> = RateLimiter<Key, DefaultKeyedStateStore<Key>, C, StateInformationMiddleware>;
+
+/// What a limiter stores per client: a keyed hash of the key's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(u128);
+
+/// XXH3's default secret size (at least its minimum of 136 bytes).
+const SECRET_SIZE: usize = 192;
+
+/// The per-process secret the keys are hashed under, drawn at first use.
+fn secret() -> &'static [u8; SECRET_SIZE] {
+    static SECRET: std::sync::OnceLock<[u8; SECRET_SIZE]> = std::sync::OnceLock::new();
+    SECRET.get_or_init(rand::random)
+}
+
+impl Key {
+    /// The key for `value` in the domain `tag` (client address, header,
+    /// claim), so a header's value never shares a budget with an address
+    /// spelled the same.
+    pub fn new(tag: u8, value: &[u8]) -> Key {
+        let h = xxhash_rust::xxh3::xxh3_128_with_secret(value, secret());
+        Key(h ^ (u128::from(tag) << 120))
+    }
+
+    fn ip(ip: std::net::IpAddr) -> Key {
+        match ip {
+            std::net::IpAddr::V4(a) => Key::new(b'4', &a.octets()),
+            std::net::IpAddr::V6(a) => Key::new(b'6', &a.octets()),
+        }
+    }
+}
 
 /// One route's limiter.
 pub struct RouteLimit<C: Clock = DefaultClock> {
@@ -64,8 +97,8 @@ impl<C: Clock + Clone> RouteLimit<C> {
     pub fn with_clock(spec: &RateLimitSpec, clock: C) -> Option<Self> {
         let quota = quota(spec)?;
         let plain: RateLimiter<
-            String,
-            DefaultKeyedStateStore<String>,
+            Key,
+            DefaultKeyedStateStore<Key>,
             C,
             governor::middleware::NoOpMiddleware<C::Instant>,
         > = RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone());
@@ -87,8 +120,8 @@ impl<C: Clock + Clone> RouteLimit<C> {
     }
 
     /// Takes one request for `key`.
-    pub fn check(&self, key: &str) -> Verdict {
-        match self.limiter.check_key(&key.to_string()) {
+    pub fn check(&self, key: Key) -> Verdict {
+        match self.limiter.check_key(&key) {
             Ok(state) => Verdict::Allowed {
                 remaining: state.remaining_burst_capacity(),
             },
@@ -139,17 +172,17 @@ pub fn key_of(
     client: std::net::IpAddr,
     headers: &http::HeaderMap,
     claims: Option<&crate::policy::auth::Claims>,
-) -> String {
+) -> Key {
     match &spec.key {
-        RateKey::Ip => client.to_string(),
+        RateKey::Ip => Key::ip(client),
         RateKey::Claim(name) => match claims.and_then(|c| crate::policy::auth::claim_text(c, name))
         {
-            Some(v) => format!("c:{v}"),
-            None => client.to_string(),
+            Some(v) => Key::new(b'c', v.as_bytes()),
+            None => Key::ip(client),
         },
         RateKey::Header(name) => match headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
-            Some(v) => format!("h:{v}"),
-            None => client.to_string(),
+            Some(v) => Key::new(b'h', v.as_bytes()),
+            None => Key::ip(client),
         },
     }
 }
@@ -178,6 +211,10 @@ mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
 
+    fn k(s: &str) -> Key {
+        Key::new(b'h', s.as_bytes())
+    }
+
     fn spec(per_second: f64, burst: u32) -> RateLimitSpec {
         RateLimitSpec {
             per_second,
@@ -190,10 +227,10 @@ mod tests {
     fn exact_burst_then_limited_then_refilled() {
         let clock = FakeRelativeClock::default();
         let l = RouteLimit::with_clock(&spec(2.0, 3), clock.clone()).unwrap();
-        assert_eq!(l.check("a"), Verdict::Allowed { remaining: 2 });
-        assert_eq!(l.check("a"), Verdict::Allowed { remaining: 1 });
-        assert_eq!(l.check("a"), Verdict::Allowed { remaining: 0 });
-        let Verdict::Limited { retry_after } = l.check("a") else {
+        assert_eq!(l.check(k("a")), Verdict::Allowed { remaining: 2 });
+        assert_eq!(l.check(k("a")), Verdict::Allowed { remaining: 1 });
+        assert_eq!(l.check(k("a")), Verdict::Allowed { remaining: 0 });
+        let Verdict::Limited { retry_after } = l.check(k("a")) else {
             panic!("the fourth request is over the burst");
         };
         assert_eq!(retry_after, Duration::from_millis(500));
@@ -203,9 +240,9 @@ mod tests {
         );
         assert_eq!(l.policy().to_str().unwrap(), "\"default\";q=3;w=2");
         // Another key has its own budget.
-        assert_eq!(l.check("b"), Verdict::Allowed { remaining: 2 });
+        assert_eq!(l.check(k("b")), Verdict::Allowed { remaining: 2 });
         clock.advance(Duration::from_millis(500));
-        assert_eq!(l.check("a"), Verdict::Allowed { remaining: 0 });
+        assert_eq!(l.check(k("a")), Verdict::Allowed { remaining: 0 });
         assert_eq!(l.limited.load(Relaxed), 1);
     }
 
@@ -214,7 +251,7 @@ mod tests {
         let clock = FakeRelativeClock::default();
         let l = RouteLimit::with_clock(&spec(100.0, 10), clock.clone()).unwrap();
         for i in 0..10_000 {
-            l.check(&format!("k{i}"));
+            l.check(k(&format!("k{i}")));
         }
         assert_eq!(l.retain(), 10_000, "all still within their window");
         clock.advance(Duration::from_secs(1));

@@ -184,7 +184,7 @@ async fn fetch(
                 if let Some(limit) = &live.route(r).limit {
                     let key =
                         crate::policy::ratelimit::key_of(&limit.spec, client, &head.headers, None);
-                    if let crate::policy::ratelimit::Verdict::Limited { .. } = limit.check(&key) {
+                    if let crate::policy::ratelimit::Verdict::Limited { .. } = limit.check(key) {
                         return Err(format!("rate limited by route {}", route.name));
                     }
                 }

@@ -174,7 +174,7 @@ impl<'a> RequestCtx<'a> {
                 &self.parts.headers,
                 claims.as_ref(),
             );
-            let verdict = limit.check(&key);
+            let verdict = limit.check(key);
             let headers = (limit.policy(), limit.state(&verdict));
             if let crate::policy::ratelimit::Verdict::Limited { retry_after } = verdict {
                 let mut resp = self.error(ProxyError::RateLimited(retry_after));

@@ -29,7 +29,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -45,24 +45,32 @@ pub struct AdminAuth {
     pub token: Option<String>,
 }
 
-/// Serves the admin API until the process ends.
+/// Serves the admin API until the process ends. A client must send each
+/// request head within `[listen].header_read_timeout` (the proxy
+/// listener's, read at start), so partial heads cannot hold connections
+/// open.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, auth: AdminAuth) {
     let auth = Arc::new(auth);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.live.load().config().listen.header_read_timeout);
+    let builder = Arc::new(builder);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let shared = shared.clone();
         let auth = auth.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 let auth = auth.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, &auth, req).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
