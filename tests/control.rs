@@ -622,6 +622,15 @@ async fn the_admin_listener_closes_a_partial_head_after_the_header_read_timeout(
         "{text}"
     );
 
+    // A connection that sends nothing at all is closed too.
+    let mut silent = tokio::net::TcpStream::connect(proxy.admin)
+        .await
+        .expect("connect");
+    let got = read_until_closed(&mut silent)
+        .await
+        .expect("the admin listener kept a silent connection open");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+
     // A whole request is still answered.
     let r = get(&client(), &format!("{}/healthz", proxy.admin_url()), &[]).await;
     assert_eq!(r.status, 200);

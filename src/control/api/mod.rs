@@ -48,23 +48,40 @@ pub struct AdminAuth {
 /// Serves the admin API until the process ends. A client must send each
 /// request head within `[listen].header_read_timeout` (the proxy
 /// listener's, read at start), so partial heads cannot hold connections
-/// open.
+/// open; nor can a connection that sends nothing at all.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, auth: AdminAuth) {
     let auth = Arc::new(auth);
+    let header_read_timeout = shared.live.load().config().listen.header_read_timeout;
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.live.load().config().listen.header_read_timeout);
+        .header_read_timeout(header_read_timeout);
     let builder = Arc::new(builder);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                tracing::warn!("admin accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let shared = shared.clone();
         let auth = auth.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            // hyper's auto builder starts the HTTP/1 header timer only once
+            // bytes came (it waits for them to tell HTTP/1 from HTTP/2): a
+            // connection that sends nothing is closed after the same time.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
                 let auth = auth.clone();
