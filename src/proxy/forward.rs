@@ -59,6 +59,19 @@ pub(super) struct Exchange<'a> {
     cache: CacheStep,
 }
 
+impl Exchange<'_> {
+    /// The client's own share of a failed exchange, which never counts
+    /// against the upstream: its body failed (400), or it was still due
+    /// when the timeout fired (408: the client stalled).
+    fn client_fault(&self, timed_out: bool) -> Option<ProxyError> {
+        match self.client_body.as_ref()?.state() {
+            ClientBody::Failed => Some(ProxyError::ClientBody),
+            ClientBody::Due if timed_out => Some(ProxyError::ClientBodyTimeout(self.timeout)),
+            _ => None,
+        }
+    }
+}
+
 impl<'a> RequestCtx<'a> {
     /// Phases 4 to 6 for a request whose upstream is chosen: the exchange
     /// to run, or an answer from the cache. (Not async, so that `forward`'s
@@ -68,10 +81,8 @@ impl<'a> RequestCtx<'a> {
         &mut self,
         body: ProxyBody,
         shadow_bucket: Option<u16>,
+        (upstream_id, pool): (UpstreamId, &'a UpstreamPool),
     ) -> Result<Exchange<'a>, Answered> {
-        let Some((upstream_id, pool, _)) = self.upstream else {
-            return Err(Box::new(self.error(ProxyError::NoHealthyInstance)));
-        };
         // A WebSocket handshake on a route that allows it: the split is
         // decided now, and the tunnel opens when the upstream switches
         // protocols.
@@ -288,10 +299,9 @@ impl<'a> RequestCtx<'a> {
                     return self.error(ProxyError::ConnectFailed(msg));
                 }
                 Ok(Err(SendError::Broken(e))) => {
-                    // The client's own body failed: its fault, not the upstream's.
-                    if x.client_body.as_ref().map(BodyWatch::state) == Some(ClientBody::Failed) {
+                    if let Some(fault) = x.client_fault(false) {
                         tracing::debug!(error = %innermost_cause(&*e), "the client's request body failed");
-                        return self.error(ProxyError::ClientBody);
+                        return self.error(fault);
                     }
                     pool.record_failure(i);
                     if may_retry_sent && retries_left > 0 {
@@ -310,13 +320,8 @@ impl<'a> RequestCtx<'a> {
                     return self.error(ProxyError::UpstreamBroken(innermost_cause(&*e)));
                 }
                 Err(_) => {
-                    // The client had not sent its whole body: it stalled.
-                    match x.client_body.as_ref().map(BodyWatch::state) {
-                        Some(ClientBody::Due) => {
-                            return self.error(ProxyError::ClientBodyTimeout(x.timeout));
-                        }
-                        Some(ClientBody::Failed) => return self.error(ProxyError::ClientBody),
-                        _ => {}
+                    if let Some(fault) = x.client_fault(true) {
+                        return self.error(fault);
                     }
                     pool.record_failure(i);
                     return self.error(ProxyError::UpstreamTimeout(x.timeout));

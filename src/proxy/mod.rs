@@ -113,6 +113,6 @@ async fn before_upstream<'a>(
 ) -> Result<Exchange<'a>, Answered> {
     ctx.request_filter()?;
     let decided = ctx.route_decision().await?;
-    ctx.policies(&decided).await?;
-    ctx.prepare_exchange(body, decided.shadow_bucket)
+    let upstream = ctx.policies(&decided).await?;
+    ctx.prepare_exchange(body, decided.shadow_bucket, upstream)
 }

@@ -5,8 +5,8 @@
 
 use http::Response;
 use http::header::{self, HeaderValue};
-use strangler_rules::Target;
 use strangler_rules::split::{BUCKETS, bucket};
+use strangler_rules::{Target, UpstreamId};
 
 use crate::http1::headers::{Forwarding, joined_values, set_forwarded, strip_hop_by_hop};
 use crate::mirror::SHADOW_HEADER;
@@ -14,6 +14,7 @@ use crate::policy::auth::Claims;
 use crate::proxy::context::{RATELIMIT, RATELIMIT_POLICY, RequestCtx};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{RequestHead, ambiguous_path, request_host, valid_host};
+use crate::upstream::UpstreamPool;
 use crate::upstream::body::ProxyBody;
 
 /// An answer strangler gives itself: the request goes no further. Boxed:
@@ -130,8 +131,11 @@ impl<'a> RequestCtx<'a> {
     /// Phase 3, the route's policies: JWT auth (a route that asks for it
     /// gets no request without a valid token), claims forwarded and as the
     /// sticky key, then the rate limit, before anything is sent anywhere.
-    /// Chooses the upstream.
-    pub(super) async fn policies(&mut self, decided: &Decided) -> Result<(), Answered> {
+    /// Chooses the upstream, and returns it.
+    pub(super) async fn policies(
+        &mut self,
+        decided: &Decided,
+    ) -> Result<(UpstreamId, &'a UpstreamPool), Answered> {
         let live = self.live;
         let policies = &live.routes[self.slot];
         let mut claims: Option<Claims> = None;
@@ -187,8 +191,9 @@ impl<'a> RequestCtx<'a> {
             }
             self.rate_headers = Some(headers);
         }
-        self.upstream = Some((id, &*live.pools[id.index()], &*policies.cells[id.index()]));
-        Ok(())
+        let pool = &*live.pools[id.index()];
+        self.upstream = Some((id, pool, &*policies.cells[id.index()]));
+        Ok((id, pool))
     }
 
     /// Phase 4, the head the upstream gets: hop-by-hop headers out (a
